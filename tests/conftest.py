@@ -1,0 +1,30 @@
+"""Shared fixtures: the repository root and a scratch nbgrader course built from the committed sources."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from coursekit.autograde import run_nbgrader
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and list(p.glob("*.ipynb")))
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def scratch_course(tmp_path_factory) -> Path:
+    """A copy of the course's nbgrader set-up where every assignment has been generated afresh.
+
+    Tests grade here, never in the repository, so they neither need nor touch a real gradebook.
+    """
+    course = tmp_path_factory.mktemp("course")
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions", course / "solutions")
+    for assignment in ASSIGNMENTS:
+        run_nbgrader(course, "generate_assignment", assignment, "--force")
+    return course
