@@ -2,6 +2,7 @@
 
     coursekit info                 versions and the device computations will run on
     coursekit check NOTEBOOK       a learner's self-check: run the notebook's tests, exit 1 if any fails
+    coursekit grade ASSIGNMENT     autograde every submission (instructors; run at the course root)
 """
 
 from __future__ import annotations
@@ -28,6 +29,26 @@ def _check(args: argparse.Namespace) -> int:
     return check_main(args.notebook)
 
 
+def _grade(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from coursekit.autograde import GradeSettings, format_summary, grade_assignment
+
+    settings = GradeSettings(workers=args.workers, force=args.force, memory_mb=args.memory_mb,
+                             cell_timeout_s=args.cell_timeout, notebook_timeout_s=args.notebook_timeout)
+    try:
+        rows = grade_assignment(Path.cwd(), args.assignment, settings)
+    except FileNotFoundError as err:
+        print(f"coursekit grade: {err}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"No submissions found in submitted/<student>/{args.assignment}/.")
+        return 0
+    print(format_summary(rows))
+    print(f"Grades: reports/{args.assignment}/grades.csv   Feedback: feedback/<student>/{args.assignment}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coursekit", description="Attention Mechanisms and Transformers: course tools.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -36,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="run a graded notebook's tests on a copy; exit 1 if any fails or was changed")
     check.add_argument("notebook", help="path of your notebook, e.g. exercises/sdpa/sdpa.ipynb")
     check.set_defaults(func=_check)
+    grade = sub.add_parser("grade", help="autograde every submission of an assignment (run at the course root)")
+    grade.add_argument("assignment", help="assignment name, e.g. sdpa")
+    grade.add_argument("--workers", type=int, default=1, help="parallel grading processes (default 1)")
+    grade.add_argument("--force", action="store_true", help="regrade every submission, changed or not")
+    grade.add_argument("--memory-mb", type=int, default=4096, help="memory a submission may use (default 4096)")
+    grade.add_argument("--cell-timeout", type=float, default=120.0, help="seconds per cell (default 120)")
+    grade.add_argument("--notebook-timeout", type=float, default=600.0, help="seconds per notebook (default 600)")
+    grade.set_defaults(func=_grade)
     return parser
 
 

@@ -28,6 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 from coursekit import attention as _reference_attention
 from coursekit.masks import causal_mask, padding_mask
+from coursekit.sandbox import remote_task
 
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 ATOL = 1e-5
@@ -86,7 +87,9 @@ def forbid_shortcuts(task: str) -> Iterator[None]:
     spy = _TorchShortcutSpy()
     sys.setprofile(profile)
     try:
-        with spy:
+        # remote_task: when the autograder hands a test a proxy for the learner's function, the same
+        # watch runs in the learner's process around each call (coursekit.sandbox).
+        with spy, remote_task(task):
             yield
     finally:
         sys.setprofile(previous)
