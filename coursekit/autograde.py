@@ -236,7 +236,32 @@ def _repair(submitted: dict, release: dict) -> dict:
                 cell.update(copy.deepcopy(reference[grade_id]))
         elif "nbgrader" in meta:
             del meta["nbgrader"]  # a cell nbgrader does not know: plain learner code
+    _restore_deleted(submitted, release)
     return submitted
+
+
+def _restore_deleted(submitted: dict, release: dict) -> None:
+    """Put back release cells the learner deleted, each after the release cell that precedes it.
+
+    nbgrader's own ``add_missing_cells`` fails when that preceding cell is a locked markdown cell.
+    """
+    import copy
+
+    def grade_id(cell: dict) -> str | None:
+        return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+    present = {grade_id(c) for c in submitted["cells"]} - {None}
+    previous = None
+    for cell in release["cells"]:
+        gid = grade_id(cell)
+        if gid is None:
+            continue
+        if gid not in present:
+            ids = [grade_id(c) for c in submitted["cells"]]
+            at = ids.index(previous) + 1 if previous in ids else 0
+            submitted["cells"].insert(at, copy.deepcopy(cell))
+            present.add(gid)
+        previous = gid
 
 
 def _ensure_assignment(course: Path, assignment: str, reports: Path) -> Path:
