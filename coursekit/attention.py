@@ -101,7 +101,7 @@ def attend(scores: Tensor, value: Tensor, mask: Tensor | None = None, dropout_p:
     """
     if mask is not None and mask.dtype == torch.bool:
         # Out of place, and finfo.min rather than -inf: a fully masked row stays finite, never NaN.
-        scores = scores.masked_fill(mask, -1e4)
+        scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
     elif mask is not None:
         scores = scores + mask.to(scores.dtype)
     weights = torch.softmax(scores, dim=-1)  # (..., T, S)
@@ -157,9 +157,9 @@ def _check_batch_first(query: Tensor, key: Tensor, value: Tensor, query_dim: int
 
 
 class ScoredAttention(nn.Module):
-    """Attention with a learned or fixed score function; subclasses define :meth:`score`.
+    r"""Attention with a learned or fixed score function; subclasses define :meth:`score`.
 
-    The family of Luong et al. (2015, eq. 8): only the score :math:`e_{t,s} = \\mathrm{score}(q_t, k_s)`
+    The family of Luong et al. (2015, eq. 8): only the score :math:`e_{t,s} = \mathrm{score}(q_t, k_s)`
     changes; the masked softmax and the weighted sum (:func:`attend`) are shared.
     """
 
@@ -168,7 +168,7 @@ class ScoredAttention(nn.Module):
 
     def score(self, query: Tensor, key: Tensor) -> Tensor:
         """Scores e_{t,s}. Shape: query (B, T, Dq), key (B, S, Dk) -> (B, T, S)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define score(query, key)")
 
     def forward(
         self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
@@ -309,7 +309,9 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         for proj in (self.q_proj, self.k_proj, self.v_proj):
-            nn.init.xavier_uniform_(proj.weight)  # as torch.nn.MultiheadAttention; zero biases likewise
+            # torch applies Xavier to its packed (3D, D) in_proj_weight; gain 1/sqrt(2) on each (D, D)
+            # block gives the same distribution (fairseq does the same), so both modules train alike.
+            nn.init.xavier_uniform_(proj.weight, gain=1 / math.sqrt(2))
         for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
             if proj.bias is not None:
                 nn.init.zeros_(proj.bias)
