@@ -66,13 +66,23 @@ def _last_error_line(cell: dict) -> str:
     return ""
 
 
+def course_db_url(course_dir: Path) -> str:
+    """The gradebook's database URL as the course's nbgrader_config.py sets it (SQLite in the root by default)."""
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course_dir)).load_config()
+    config.CourseDirectory.root = str(Path(course_dir).resolve())
+    return CourseDirectory(config=config).db_url
+
+
 def read_results(course_dir: Path, assignment: str, students: list[str] | None = None) -> list[NotebookResult]:
     """Scores from the gradebook, with each failing test's message from the autograded notebook."""
     from nbgrader.api import Gradebook, MissingEntry
 
     course_dir = Path(course_dir)
     results = []
-    with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}") as gradebook:
+    with Gradebook(course_db_url(course_dir)) as gradebook:
         names = students if students is not None else sorted(s.id for s in gradebook.students)
         for student in names:
             try:
@@ -392,3 +402,48 @@ def format_summary(rows: list[GradeRow], regraded: int | None = None) -> str:
     failed = sum(r.status == "failed" for r in rows)
     lines.append(f"{len(rows)} notebooks: {len(rows) - failed} graded, {failed} failed")
     return "\n".join(lines)
+
+
+def export_gradebook(course_dir: Path, output: Path) -> list[dict[str, str]]:
+    """One row per student, one column per assignment (automatic plus manual points): the CSV an LMS imports.
+
+    A submission that ``coursekit grade`` could not grade is left blank with a note, never shown as 0.
+    """
+    import csv
+
+    from nbgrader.api import Gradebook, MissingEntry
+
+    course = Path(course_dir).resolve()
+    with Gradebook(course_db_url(course)) as gradebook:
+        assignments = sorted(a.name for a in gradebook.assignments)
+        maxima = {a: gradebook.find_assignment(a).max_score for a in assignments}
+        failed = {}
+        for a in assignments:
+            report = course / "reports" / a / "grades.csv"
+            if report.exists():
+                with report.open() as handle:
+                    failed.update({(r["student"], a): r["detail"] for r in csv.DictReader(handle) if r["status"] == "failed"})
+        rows = []
+        for student in sorted(s.id for s in gradebook.students):
+            row, total, notes = {"student_id": student}, 0.0, []
+            for a in assignments:
+                if (student, a) in failed:
+                    row[a], _ = "", notes.append(f"{a}: not graded ({failed[student, a]})")
+                    continue
+                try:
+                    score = gradebook.find_submission(a, student).score
+                except MissingEntry:
+                    row[a], _ = "", notes.append(f"{a}: no submission")
+                    continue
+                row[a] = f"{score:g}"
+                total += score
+            row["total"] = f"{total:g}"
+            row["notes"] = "; ".join(notes)
+            rows.append(row)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["student_id", *assignments, "total", "notes"])
+        writer.writerow({"student_id": "Points possible", **{a: f"{maxima[a]:g}" for a in assignments},
+                         "total": f"{sum(maxima.values()):g}", "notes": ""})
+        writer.writerows(rows)
+    return rows

@@ -3,6 +3,7 @@
     coursekit info                 versions and the device computations will run on
     coursekit check NOTEBOOK       a learner's self-check: run the notebook's tests, exit 1 if any fails
     coursekit grade ASSIGNMENT     autograde every submission (instructors; run at the course root)
+    coursekit export               write reports/gradebook.csv for a learning-management system
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ def _grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from coursekit.autograde import export_gradebook
+
+    rows = export_gradebook(Path.cwd(), Path(args.output))
+    print(f"Wrote {args.output}: {len(rows)} students.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coursekit", description="Attention Mechanisms and Transformers: course tools.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -65,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--cell-timeout", type=float, default=120.0, help="seconds per cell (default 120)")
     grade.add_argument("--notebook-timeout", type=float, default=600.0, help="seconds per notebook (default 600)")
     grade.set_defaults(func=_grade)
+    export = sub.add_parser("export", help="write one CSV of every student's points per assignment, for an LMS")
+    export.add_argument("--output", default="reports/gradebook.csv", help="where to write (default reports/gradebook.csv)")
+    export.set_defaults(func=_export)
     return parser
 
 

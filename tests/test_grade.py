@@ -173,3 +173,15 @@ def test_unknown_assignment_is_a_clear_error(graded):
     course, _, _ = graded
     with pytest.raises(FileNotFoundError, match="known assignments: sdpa"):
         grade_assignment(course, "nope", SETTINGS)
+
+
+def test_export_for_an_lms_keeps_failures_blank(graded):
+    course, _, _ = graded
+    proc = subprocess.run([str(Path(sys.executable).parent / "coursekit"), "export"], cwd=course,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with (course / "reports" / "gradebook.csv").open() as handle:
+        table = {r["student_id"]: r for r in csv.DictReader(handle)}
+    assert table["Points possible"]["sdpa"] == "12"  # 10 automatic + 2 for the written answer
+    assert table["reference"]["sdpa"] == "10" and table["blank"]["sdpa"] == "0"
+    assert table["corrupt"]["sdpa"] == "" and "not graded" in table["corrupt"]["notes"]
