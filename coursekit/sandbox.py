@@ -24,6 +24,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -238,10 +239,12 @@ class Sandbox:
         self._from_child, from_child_w = os.pipe()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JPY_", "JUPYTER_TOKEN"))}
         env["PYTHONUNBUFFERED"] = "1"
+        # A file, not a pipe: a submission flooding stderr from C code must not block on a full pipe.
+        self._stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "coursekit.sandbox", "--child", str(to_child_r), str(from_child_w)],
             cwd=cwd, env=env, pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=lambda: _limit_child(limits),
+            stdout=subprocess.DEVNULL, stderr=self._stderr, preexec_fn=lambda: _limit_child(limits),
         )
         os.close(to_child_r)
         os.close(from_child_w)
@@ -265,12 +268,12 @@ class Sandbox:
             except ProcessLookupError:
                 pass
         self.process.wait()
-        if self.process.stderr:
-            self.process.stderr.close()
+        self._stderr.close()
 
     def _why_dead(self) -> str:
         code = self.process.wait(timeout=5)
-        stderr = self.process.stderr.read().decode(errors="replace").strip().splitlines() if self.process.stderr else []
+        self._stderr.seek(max(0, self._stderr.seek(0, os.SEEK_END) - 4096))
+        stderr = self._stderr.read().decode(errors="replace").strip().splitlines()
         last = f" Last message: {stderr[-1][:300]}" if stderr else ""
         if code < 0:
             name = signal.Signals(-code).name
