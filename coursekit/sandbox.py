@@ -159,7 +159,7 @@ class _Child:
         out, err = io.StringIO(), io.StringIO()
         error = None
         with redirect_stdout(out), redirect_stderr(err):
-            result = self.shell.run_cell(source, store_history=False, silent=False)
+            result = self.shell.run_cell(source, store_history=True)  # history: a trailing ";" silences output
         failure = result.error_before_exec or result.error_in_exec
         if failure is not None:
             error = (type(failure).__name__, str(failure))

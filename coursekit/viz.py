@@ -1,16 +1,23 @@
-"""Plots that show what attention does: heat maps of attention weights (and, later, training curves).
+"""Plots that show what attention does: heat maps of attention weights, training curves, accuracy by length.
 
-Every figure has a title, labelled axes and, for heat maps, a colorbar, so it can be read on its own.
+Every figure has a title, labelled axes, a legend where there are several lines and, for heat maps, a
+colorbar, so it can be read on its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from coursekit.train import History
 
 
 def plot_attention(
@@ -65,4 +72,98 @@ def plot_attention(
             for s in range(S):
                 ax.text(s, t, f"{matrix[t, s]:.2f}", ha="center", va="center", fontsize=8,
                         color="black" if matrix[t, s] > threshold else "white")
+    return ax
+
+
+def plot_training_curves(
+    history: History | Mapping[str, Any],
+    *,
+    title: str = "Training",
+    smoothing: int = 20,
+) -> Figure:
+    """Loss against optimizer step (left) and accuracy against epoch (right).
+
+    Args:
+        history: a :class:`coursekit.train.History`, or its ``to_dict()`` (as stored in a checkpoint).
+        title: the figure's title; each panel has its own as well.
+        smoothing: also draw the training loss averaged over this many steps (1 turns it off).
+
+    Returns:
+        The figure. The right panel shows token accuracy and exact match when the run had a validation
+        loader; otherwise it says so.
+    """
+    data = history.to_dict() if hasattr(history, "to_dict") else dict(history)
+    missing = {"steps", "loss", "epochs"} - set(data)
+    if missing:
+        raise ValueError(f"history lacks {sorted(missing)}; pass the History that coursekit.train.train returned")
+    if not data["loss"]:
+        raise ValueError("history has no steps to plot; train for at least one step")
+    steps, loss, epochs = np.asarray(data["steps"]), np.asarray(data["loss"], dtype=float), data["epochs"]
+    figure, (loss_ax, accuracy_ax) = plt.subplots(1, 2, figsize=(11, 4))
+
+    loss_ax.plot(steps, loss, color="tab:blue", alpha=0.35 if smoothing > 1 else 1.0, label="train loss (per step)")
+    if 1 < smoothing <= len(loss):
+        smooth = np.convolve(loss, np.ones(smoothing) / smoothing, mode="valid")  # moving average
+        loss_ax.plot(steps[smoothing - 1 :], smooth, color="tab:blue", label=f"train loss ({smoothing}-step mean)")
+    with_valid = [row for row in epochs if "valid_loss" in row]
+    if with_valid:
+        loss_ax.plot([row["step"] for row in with_valid], [row["valid_loss"] for row in with_valid], "o-",
+                     color="tab:orange", label="validation loss (per epoch)")
+    loss_ax.set_yscale("log")
+    loss_ax.set(title="Cross-entropy loss", xlabel="optimizer step", ylabel="loss per target token (log scale)")
+    loss_ax.legend()
+
+    with_accuracy = [row for row in epochs if "token_accuracy" in row]
+    if with_accuracy:
+        epoch_numbers = [row["epoch"] for row in with_accuracy]
+        accuracy_ax.plot(epoch_numbers, [row["token_accuracy"] for row in with_accuracy], "o-", label="token accuracy")
+        accuracy_ax.plot(epoch_numbers, [row["exact_match"] for row in with_accuracy], "s-",
+                         label="exact match (greedy)")
+        accuracy_ax.set_ylim(-0.02, 1.02)
+        accuracy_ax.legend()
+    else:
+        accuracy_ax.text(0.5, 0.5, "no validation loader:\nno accuracy recorded", ha="center", va="center",
+                         transform=accuracy_ax.transAxes)
+    accuracy_ax.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_length_sweep(
+    results: Mapping[str, Mapping[str, float]],
+    *,
+    title: str = "Exact match by input length",
+    xlabel: str = "input length (tokens)",
+    ylabel: str = "exact match",
+    ax: Axes | None = None,
+) -> Axes:
+    """Accuracy against input length, one line per model: where does each model stop coping?
+
+    Args:
+        results: ``{model name: {length bucket label: accuracy}}``, e.g.
+            ``{"RNN": {"1-10": 0.98, "11-20": 0.71}, "Bahdanau": {...}}``. Buckets are drawn in the order of the
+            first model's dict; every model must have the same buckets.
+        title, xlabel, ylabel: figure text.
+        ax: axes to draw on; a new figure is made when None.
+
+    Returns:
+        The axes.
+    """
+    if not results:
+        raise ValueError("results is empty; pass {model name: {length bucket: accuracy}}")
+    buckets = list(next(iter(results.values())))
+    for name, by_bucket in results.items():
+        if list(by_bucket) != buckets:
+            raise ValueError(f"{name!r} has buckets {list(by_bucket)}, but the first model has {buckets}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(buckets) + 2), 4))
+    positions = np.arange(len(buckets))
+    for marker, (name, by_bucket) in zip(itertools.cycle("osD^vP*X"), results.items()):
+        ax.plot(positions, [by_bucket[b] for b in buckets], marker=marker, label=name)
+    ax.set_xticks(positions, labels=buckets)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
     return ax
