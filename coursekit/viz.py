@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 if TYPE_CHECKING:
     from coursekit.train import History
@@ -124,6 +125,7 @@ def plot_training_curves(
     else:
         accuracy_ax.text(0.5, 0.5, "no validation loader:\nno accuracy recorded", ha="center", va="center",
                          transform=accuracy_ax.transAxes)
+    accuracy_ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     accuracy_ax.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
     figure.suptitle(title)
     figure.tight_layout()
