@@ -424,7 +424,9 @@ def export_gradebook(course_dir: Path, output: Path) -> list[dict[str, str]]:
                 with report.open() as handle:
                     failed.update({(r["student"], a): r["detail"] for r in csv.DictReader(handle) if r["status"] == "failed"})
         rows = []
-        for student in sorted(s.id for s in gradebook.students):
+        # Students whose every notebook failed never reach nbgrader's gradebook; the reports still name them.
+        students = {s.id for s in gradebook.students} | {student for student, _ in failed}
+        for student in sorted(students):
             row, total, notes = {"student_id": student}, 0.0, []
             for a in assignments:
                 if (student, a) in failed:
@@ -443,6 +445,7 @@ def export_gradebook(course_dir: Path, output: Path) -> list[dict[str, str]]:
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["student_id", *assignments, "total", "notes"])
+        writer.writeheader()
         writer.writerow({"student_id": "Points possible", **{a: f"{maxima[a]:g}" for a in assignments},
                          "total": f"{sum(maxima.values()):g}", "notes": ""})
         writer.writerows(rows)

@@ -40,13 +40,16 @@ def cell_kind(cell: NotebookNode) -> str:
 
 
 class _TestNamespace(Mapping):
-    """Local names for a test cell: trusted first, builtins second, the learner's process last."""
+    """Local names for instructor code: trusted first, builtins second, the learner's process last.
+
+    Names the instructor's code assigns go into the trusted namespace, so later test cells see them.
+    """
 
     def __init__(self, trusted: dict[str, Any], sandbox: Sandbox) -> None:
-        self.trusted, self.sandbox, self.assigned = trusted, sandbox, {}
+        self.trusted, self.sandbox, self.assigned = trusted, sandbox, trusted
 
     def __getitem__(self, name: str) -> Any:
-        for layer in (self.assigned, self.trusted, vars(builtins)):
+        for layer in (self.trusted, vars(builtins)):
             if name in layer:
                 return layer[name]
         try:
@@ -108,7 +111,7 @@ class TrustedExecute(NbGraderPreprocessor):
                     kind = cell_kind(cell)
                     if kind == "test":
                         if not setup_done:
-                            self._run_setup(setup_sources, trusted)
+                            self._run_setup(setup_sources, trusted, sandbox)
                             setup_done = True
                         cell.outputs = self._run_test(cell.source, trusted, sandbox)
                     else:
@@ -137,14 +140,24 @@ class TrustedExecute(NbGraderPreprocessor):
             return [c.source for c in cells if c.name not in grade_ids]
 
     @staticmethod
-    def _run_setup(sources: list[str], trusted: dict[str, Any]) -> None:
+    def _run_setup(sources: list[str], trusted: dict[str, Any], sandbox: Sandbox) -> None:
+        """Run the instructor's locked cells in the grader, so tests see the real imports and helpers.
+
+        A locked cell may use the learner's names (they resolve through the sandbox) and may fail
+        because of the learner's code; it is then skipped here, and the tests that need it fail.
+        """
         from IPython.core.inputtransformer2 import TransformerManager
 
         transform = TransformerManager().transform_cell
         with redirect_stdout(io.StringIO()):
             for source in sources:
                 code = "\n".join(line for line in transform(source).splitlines() if "get_ipython()" not in line)
-                exec(compile(code, "<setup>", "exec"), trusted)
+                try:
+                    exec(compile(code, "<setup>", "exec"), trusted, _TestNamespace(trusted, sandbox))
+                except SandboxError:
+                    raise
+                except Exception:  # noqa: BLE001 (the learner sees the error in their own run of the cell)
+                    continue
 
     @staticmethod
     def _run_test(source: str, trusted: dict[str, Any], sandbox: Sandbox) -> list[NotebookNode]:
@@ -152,7 +165,7 @@ class TrustedExecute(NbGraderPreprocessor):
         namespace = _TestNamespace(trusted, sandbox)
         try:
             with redirect_stdout(printed):
-                exec(compile(source, "<test>", "exec"), trusted, namespace)
+                exec(compile(source, "<test>", "exec"), trusted, namespace)  # noqa: S102 (instructor code)
         except SandboxError:
             raise
         except Exception as exc:  # the test failed: show why, as a learner would see it in Jupyter
