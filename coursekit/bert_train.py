@@ -1,0 +1,395 @@
+"""Pretraining BERT (masked LM + next sentence prediction) and fine-tuning it for classification.
+
+Shape legend: B batch, S sequence length, N masked positions in a batch, V vocabulary size, K classes.
+
+The loops follow :func:`coursekit.train.train` (progress bar, stopping on steps or a time budget, gradient
+clipping, bf16 autocast on CUDA, checkpoints through :func:`coursekit.train.save_checkpoint`) but take
+:class:`coursekit.bert_data.PretrainingBatch` es and report the two pretraining tasks separately, which the
+sequence-to-sequence loop cannot.
+
+- :func:`pretrain`: AdamW with linear warm-up and linear decay (Devlin et al., 2019, appendix A.2).
+- :func:`evaluate_pretraining`: MLM and NSP loss and accuracy on held-out batches; :func:`majority_baselines`
+  gives the numbers a model that always predicts the most frequent answer would get.
+- :func:`stdlib_area_task`: a small downstream task, which part of the library a sentence documents, and
+  :class:`SentenceClassificationDataset` to batch it.
+- :func:`finetune` and :func:`evaluate_classifier`: a :class:`coursekit.bert.BertForSequenceClassification`.
+
+Book: chapter "BERT".
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import AdamW, Optimizer
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from coursekit.bert import BertForPreTraining, BertForSequenceClassification
+from coursekit.bert_data import Document, NextSentenceDataset, PretrainingBatch, WordPieceTokenizer, build_pair, pad_batch
+from coursekit.device import DeviceLike, autocast, get_device
+from coursekit.train import History, save_checkpoint
+
+
+@dataclass
+class PretrainingHistory(History):
+    """:class:`coursekit.train.History` plus each task's per-step numbers and the held-out evaluations.
+
+    ``mlm_loss``, ``nsp_loss``, ``mlm_accuracy``, ``nsp_accuracy`` and ``tokens`` (real, non-padding tokens in
+    the batch) have one entry per step, like ``loss``. ``evals`` has one dict per evaluation: ``step``,
+    ``time_s``, ``tokens_per_s`` and :func:`evaluate_pretraining`'s keys.
+    """
+
+    mlm_loss: list[float] = field(default_factory=list)
+    nsp_loss: list[float] = field(default_factory=list)
+    mlm_accuracy: list[float] = field(default_factory=list)
+    nsp_accuracy: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float = 0.01) -> AdamW:
+    """AdamW (Loshchilov and Hutter, 2019) with BERT's betas; no weight decay on biases and layer norms."""
+    params = {id(p): (n, p) for n, p in model.named_parameters() if p.requires_grad}.values()  # tied weights once
+    decay = [p for n, p in params if p.dim() >= 2]
+    no_decay = [p for n, p in params if p.dim() < 2]
+    return AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                 lr=lr, betas=(0.9, 0.999), eps=1e-6)
+
+
+def warmup_linear(step: int, warmup_steps: int, progress: float) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup_steps``, then linear decay to 0 at ``progress`` = 1.
+
+    ``progress`` is the fraction of training done (steps, or wall time under a time budget).
+    """
+    return min((step + 1) / max(1, warmup_steps), max(0.0, 1.0 - progress))
+
+
+def pretraining_step(model: BertForPreTraining, batch: PretrainingBatch, optimizer: Optimizer,
+                     clip_grad_norm: float | None = 1.0, device: DeviceLike = "cpu") -> dict[str, float]:
+    """One update on one batch (already on ``device``). Returns the losses and accuracies of the batch."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(device):
+        out = model.compute_loss(batch.input_ids, batch.token_type_ids, batch.key_padding_mask,
+                                 batch.mlm_labels, batch.nsp_labels)
+    out.loss.backward()
+    if clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    optimizer.step()
+    n_masked = max(1, out.mlm_targets.numel())
+    return {
+        "loss": out.loss.item(), "mlm_loss": out.mlm_loss.item(), "nsp_loss": out.nsp_loss.item(),
+        "mlm_accuracy": (out.mlm_logits.argmax(-1) == out.mlm_targets).sum().item() / n_masked,
+        "nsp_accuracy": (out.nsp_logits.argmax(-1) == batch.nsp_labels).float().mean().item(),
+    }
+
+
+@torch.no_grad()
+def evaluate_pretraining(model: BertForPreTraining, batches: Iterable[PretrainingBatch],
+                         device: DeviceLike = "auto") -> dict[str, float]:
+    """MLM loss and accuracy per masked token, NSP loss and accuracy per pair, in eval mode (mode restored).
+
+    Pass a fixed list of batches (``list(loader)``) so every evaluation sees the same masks.
+    """
+    device = get_device(device)
+    was_training = model.training
+    model.eval()
+    sums = Counter()
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast(device):
+            out = model.compute_loss(batch.input_ids, batch.token_type_ids, batch.key_padding_mask,
+                                     batch.mlm_labels, batch.nsp_labels)
+        n, b = out.mlm_targets.numel(), batch.nsp_labels.numel()
+        sums["mlm_loss"] += out.mlm_loss.item() * n
+        sums["mlm_correct"] += (out.mlm_logits.argmax(-1) == out.mlm_targets).sum().item()
+        sums["masked"] += n
+        sums["nsp_loss"] += out.nsp_loss.item() * b
+        sums["nsp_correct"] += (out.nsp_logits.argmax(-1) == batch.nsp_labels).sum().item()
+        sums["pairs"] += b
+    model.train(was_training)
+    if not sums["pairs"] or not sums["masked"]:
+        raise ValueError("evaluate_pretraining got no batches (or no masked tokens)")
+    return {"mlm_loss": sums["mlm_loss"] / sums["masked"], "mlm_accuracy": sums["mlm_correct"] / sums["masked"],
+            "nsp_loss": sums["nsp_loss"] / sums["pairs"], "nsp_accuracy": sums["nsp_correct"] / sums["pairs"]}
+
+
+def majority_baselines(train_dataset: NextSentenceDataset, batches: Iterable[PretrainingBatch]) -> dict[str, float]:
+    """Held-out accuracy of always answering the most frequent training answer: the bar a model must clear.
+
+    MLM: the most frequent non-special token of the training pairs; NSP: the more frequent training label.
+    """
+    specials = set(train_dataset.tokenizer.special_ids)
+    tokens = Counter(t for e in train_dataset.examples for t in e.input_ids if t not in specials)
+    top_token = tokens.most_common(1)[0][0]
+    top_label = Counter(e.nsp_label for e in train_dataset.examples).most_common(1)[0][0]
+    hits = masked = same = pairs = 0
+    for batch in batches:
+        targets = batch.mlm_labels[batch.mlm_labels != -100]  # (N,)
+        hits += int((targets == top_token).sum())
+        masked += targets.numel()
+        same += int((batch.nsp_labels == top_label).sum())
+        pairs += batch.nsp_labels.numel()
+    return {"mlm_accuracy": hits / masked, "nsp_accuracy": same / pairs,
+            "mlm_token": train_dataset.tokenizer.id_to_token(top_token)}
+
+
+def pretrain(
+    model: BertForPreTraining,
+    train_loader: DataLoader,
+    *,
+    valid_batches: Sequence[PretrainingBatch] | None = None,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    time_budget_s: float | None = None,
+    lr: float = 1e-3,
+    warmup_steps: int = 200,
+    weight_decay: float = 0.01,
+    clip_grad_norm: float | None = 1.0,
+    eval_every: int = 250,
+    device: DeviceLike = "auto",
+    checkpoint_path: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> PretrainingHistory:
+    """Pretrain on masked LM + NSP until the first of ``epochs``, ``max_steps`` or ``time_budget_s`` runs out.
+
+    Args:
+        model: a :class:`~coursekit.bert.BertForPreTraining`; moved to ``device`` and left there.
+        train_loader: :class:`~coursekit.bert_data.PretrainingBatch` es from
+            :func:`~coursekit.bert_data.make_pretraining_loader` (masked afresh every batch).
+        valid_batches: held-out batches, evaluated every ``eval_every`` steps and at the end.
+        epochs, max_steps, time_budget_s: stopping rules; give at least one. The learning rate decays to 0 at
+            ``max_steps`` or, under a time budget, at the end of the budget (whichever comes first).
+        lr: peak learning rate of AdamW. warmup_steps: linear warm-up. weight_decay: decoupled, not on
+            biases and norms.
+        clip_grad_norm: rescale gradients whose global norm exceeds this; None turns it off.
+        device: "auto" (CUDA, then MPS, then CPU) or any device; bf16 autocast on CUDA.
+        checkpoint_path: if given, :func:`coursekit.train.save_checkpoint` writes the model and optimizer there
+            at every evaluation, and the history goes to ``<checkpoint_path>.history.json``.
+        seed: seeds dropout. progress: show a tqdm bar.
+
+    Returns:
+        A :class:`PretrainingHistory`.
+    """
+    if epochs is None and max_steps is None and time_budget_s is None:
+        raise ValueError("pretrain needs a stopping rule: give epochs, max_steps or time_budget_s")
+    torch.manual_seed(seed)
+    device = get_device(device)
+    model.to(device)
+    optimizer = adamw(model, lr, weight_decay)
+    history, start, step, train_time = PretrainingHistory(), time.perf_counter(), 0, 0.0
+
+    def done_fraction() -> float:
+        by_steps = step / max_steps if max_steps is not None else 0.0
+        by_time = (time.perf_counter() - start) / time_budget_s if time_budget_s is not None else 0.0
+        return max(by_steps, by_time)
+
+    def evaluate_and_save() -> None:
+        row = {"step": step, "time_s": time.perf_counter() - start,
+               "tokens_per_s": sum(history.tokens) / max(train_time, 1e-9)}
+        if valid_batches is not None:
+            row.update(evaluate_pretraining(model, valid_batches, device=device))
+        history.evals.append(row)
+        if progress:
+            bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, model, optimizer=optimizer)
+            Path(f"{checkpoint_path}.history.json").write_text(json.dumps(history.to_dict()))
+
+    bar = tqdm(total=max_steps, desc="pretraining", unit="step", disable=not progress, mininterval=1.0)
+    epoch, finished = 0, False
+    while not finished:
+        epoch += 1
+        model.train()
+        for batch in train_loader:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * warmup_linear(step, warmup_steps, done_fraction())
+            tick = time.perf_counter()
+            metrics = pretraining_step(model, batch.to(device), optimizer, clip_grad_norm, device)
+            train_time += time.perf_counter() - tick
+            history.steps.append(step)
+            history.lr.append(optimizer.param_groups[0]["lr"])
+            history.tokens.append(int((~batch.key_padding_mask).sum()))
+            for name in ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy"):
+                getattr(history, name).append(metrics[name])
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, mlm=f"{metrics['mlm_loss']:.3f}", nsp=f"{metrics['nsp_loss']:.3f}")
+            finished = done_fraction() >= 1.0
+            if finished or step % eval_every == 0:
+                evaluate_and_save()
+            if finished:
+                break
+        if step == 0:
+            raise ValueError("train_loader yielded no batches")
+        finished = finished or (epochs is not None and epoch >= epochs)
+    if not history.evals or history.evals[-1]["step"] != step:
+        evaluate_and_save()
+    bar.close()
+    return history
+
+
+# --------------------------------------------------------------------------------------------------
+# A downstream task: which part of the library does a sentence document?
+# --------------------------------------------------------------------------------------------------
+
+AREAS = ("tkinter", "asyncio", "email", "logging", "unittest", "xml")
+
+
+class ClassificationBatch(NamedTuple):
+    """Shape: ``input_ids``, ``token_type_ids``, ``key_padding_mask`` (B, S); ``labels`` (B,)."""
+
+    input_ids: Tensor
+    token_type_ids: Tensor
+    key_padding_mask: Tensor
+    labels: Tensor
+
+    def to(self, device: torch.device | str) -> ClassificationBatch:
+        return ClassificationBatch(*(t.to(device, non_blocking=True) for t in self))
+
+
+class SentenceClassificationDataset(Dataset):
+    """``[CLS] sentence [SEP]`` with an integer label. Args: texts, labels, tokenizer, max_len."""
+
+    def __init__(self, texts: Sequence[str], labels: Sequence[int], tokenizer: WordPieceTokenizer,
+                 max_len: int = 128) -> None:
+        if len(texts) != len(labels):
+            raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+        self.tokenizer, self.labels = tokenizer, list(labels)
+        self.input_ids = [build_pair(ids, None, tokenizer.cls_id, tokenizer.sep_id, max_len)[0]
+                          for ids in tokenizer.encode_batch(texts)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[list[int], int]:
+        return self.input_ids[index], self.labels[index]
+
+    def collate(self, items: Sequence[tuple[list[int], int]]) -> ClassificationBatch:
+        input_ids = pad_batch([ids for ids, _ in items], self.tokenizer.pad_id)  # (B, S)
+        return ClassificationBatch(input_ids, torch.zeros_like(input_ids), input_ids == self.tokenizer.pad_id,
+                                   torch.tensor([label for _, label in items]))
+
+    def loader(self, batch_size: int, shuffle: bool = True, seed: int = 0) -> DataLoader:
+        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collate,
+                          generator=torch.Generator().manual_seed(seed) if shuffle else None)
+
+
+def stdlib_area_task(train_documents: Sequence[Document], test_documents: Sequence[Document],
+                     areas: Sequence[str] = AREAS, per_class: int | None = 100,
+                     seed: int = 0) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Sentences labelled with the package they document (``areas.index(document.package)``).
+
+    Train examples come from ``train_documents`` (at most ``per_class`` per area: fine-tuning is where
+    labels are scarce), test examples from all of ``test_documents``; pass the held-out documents of
+    pretraining so no test sentence was seen there.
+
+    Returns:
+        ``(train, test)`` lists of ``(sentence, label)``.
+    """
+    def labelled(documents: Sequence[Document]) -> list[list[tuple[str, int]]]:
+        by_area: list[list[tuple[str, int]]] = [[] for _ in areas]
+        for d in documents:
+            if d.package in areas:
+                by_area[areas.index(d.package)] += [(s, areas.index(d.package)) for s in d.sentences]
+        return by_area
+
+    rng = random.Random(seed)
+    train = []
+    for examples in labelled(train_documents):
+        rng.shuffle(examples)
+        train += examples[:per_class] if per_class is not None else examples
+    rng.shuffle(train)
+    test = [example for examples in labelled(test_documents) for example in examples]
+    return train, test
+
+
+@torch.no_grad()
+def evaluate_classifier(model: BertForSequenceClassification, loader: Iterable, device: DeviceLike = "auto") -> dict[str, float]:
+    """Mean cross-entropy and accuracy over a loader of :class:`ClassificationBatch` es."""
+    device = get_device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    for batch in loader:
+        batch = batch.to(device)
+        with autocast(device):
+            logits = model(batch.input_ids, batch.token_type_ids, batch.key_padding_mask)  # (B, K)
+        loss_sum += F.cross_entropy(logits.float(), batch.labels, reduction="sum").item()
+        correct += int((logits.argmax(-1) == batch.labels).sum())
+        n += batch.labels.numel()
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluate_classifier got an empty loader")
+    return {"loss": loss_sum / n, "accuracy": correct / n}
+
+
+def finetune(
+    model: BertForSequenceClassification,
+    train_loader: DataLoader,
+    *,
+    epochs: int = 5,
+    lr: float = 5e-4,
+    warmup_fraction: float = 0.1,
+    weight_decay: float = 0.01,
+    clip_grad_norm: float | None = 1.0,
+    valid_loader: DataLoader | None = None,
+    device: DeviceLike = "auto",
+    seed: int = 0,
+    progress: bool = True,
+) -> History:
+    """Fine-tune every weight on a classification task (Devlin et al., 2019, section 4.1): cross-entropy on the
+    [CLS] classifier, AdamW, linear warm-up over ``warmup_fraction`` of the steps then linear decay.
+
+    Returns:
+        A :class:`coursekit.train.History`; each epoch row has ``valid_loss`` and ``accuracy`` when
+        ``valid_loader`` is given.
+    """
+    torch.manual_seed(seed)
+    device = get_device(device)
+    model.to(device)
+    optimizer = adamw(model, lr, weight_decay)
+    total = epochs * len(train_loader)
+    history, start, step = History(), time.perf_counter(), 0
+    bar = tqdm(total=total, desc="fine-tuning", unit="step", disable=not progress, mininterval=1.0)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        losses = []
+        for batch in train_loader:
+            batch = batch.to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * warmup_linear(step, round(warmup_fraction * total), step / total)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device):
+                logits = model(batch.input_ids, batch.token_type_ids, batch.key_padding_mask)  # (B, K)
+                loss = F.cross_entropy(logits.float(), batch.labels)
+            loss.backward()
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            optimizer.step()
+            history.steps.append(step)
+            history.loss.append(loss.item())
+            history.lr.append(optimizer.param_groups[0]["lr"])
+            losses.append(loss.item())
+            step += 1
+            bar.update(1)
+        row = {"epoch": epoch, "step": step, "train_loss": sum(losses) / len(losses)}
+        if valid_loader is not None:
+            metrics = evaluate_classifier(model, valid_loader, device)
+            row.update(valid_loss=metrics["loss"], accuracy=metrics["accuracy"])
+        row["time_s"] = time.perf_counter() - start
+        history.epochs.append(row)
+        bar.set_postfix(row)
+    bar.close()
+    return history
