@@ -2,13 +2,16 @@
 gives the reference solution full marks, the untouched release zero, and typical mistakes partial credit
 with their own diagnosis."""
 
+import html
 import json
+import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from coursekit.autograde import autograde
+from coursekit.autograde import GradeSettings, autograde, grade_assignment, read_results
 from tests.conftest import ASSIGNMENTS, ROOT
 
 pytestmark = pytest.mark.slow
@@ -134,3 +137,275 @@ def test_calling_the_reference_earns_nothing(sdpa_grades):
     result = sdpa_grades["calls-reference"]
     assert result.score == 0
     assert "coursekit.attention" in result.cells["test-values"].error
+
+
+# --- Every assignment through `coursekit grade`: a table of planted mistakes -------------------------------
+#
+# For each assignment, one `coursekit grade` run (two workers) grades every student below together: the
+# reference solution must earn full automatic marks, the untouched release zero, and each planted mistake
+# its partial score, with its own diagnosis in the failing test's output and in the feedback page.
+
+
+@dataclass(frozen=True)
+class Planted:
+    """One submitted notebook: code typed into answer cells, the automatic score it earns, and for failing
+    test cells the words their error (and the feedback) must contain."""
+
+    answers: dict[str, str]
+    score: float
+    diagnoses: dict[str, str] = field(default_factory=dict)
+
+
+WRITTEN = "A short answer in my own words."
+
+
+def grade_cells(assignment: str, kind: str) -> list[dict]:
+    """The source's cells of one kind: "test" (autograded), "code-answer" or "written"."""
+    cells = load(ROOT / "solutions" / assignment / f"{assignment}.ipynb")["cells"]
+    meta = [(c, c["metadata"].get("nbgrader", {})) for c in cells]
+    if kind == "test":
+        return [c for c, m in meta if m.get("grade") and not m.get("solution")]
+    if kind == "written":
+        return [c for c, m in meta if m.get("solution") and c["cell_type"] == "markdown"]
+    return [c for c, m in meta if m.get("solution") and c["cell_type"] == "code"]
+
+
+def reference_answers(assignment: str) -> dict[str, str]:
+    """Every answer cell as the instructor wrote it, and a short text in each written answer."""
+    answers = {c["metadata"]["nbgrader"]["grade_id"]: solution_code(assignment, c["metadata"]["nbgrader"]["grade_id"])
+               for c in grade_cells(assignment, "code-answer")}
+    answers.update({c["metadata"]["nbgrader"]["grade_id"]: WRITTEN for c in grade_cells(assignment, "written")})
+    return answers
+
+
+def automatic_points(assignment: str) -> float:
+    return sum(c["metadata"]["nbgrader"]["points"] for c in grade_cells(assignment, "test"))
+
+
+def planted(assignment: str, score: float, diagnoses: dict[str, str], **changes: tuple | list | str) -> Planted:
+    """The reference with one mistake: ``grade_id=(old, new)`` replaces text in that answer (a list of such pairs
+    makes several replacements), ``grade_id="code"`` replaces the whole answer."""
+    answers = reference_answers(assignment)
+    for grade_id, change in changes.items():
+        grade_id = grade_id.replace("_", "-")
+        if isinstance(change, str):
+            answers[grade_id] = change
+            continue
+        for old, new in [change] if isinstance(change, tuple) else change:
+            answers[grade_id] = replace(answers[grade_id], old, new)
+    return Planted(answers, score, diagnoses)
+
+
+def _sdpa_table() -> dict[str, Planted]:
+    written = {"written-answer": WRITTEN}
+    return {
+        "unscaled": Planted({"sdpa-answer": SDPA_SUBMISSIONS["unscaled"], **written}, 5,
+                            {"test-values": "did not scale the scores"}),
+        "inverted-masks": Planted({"sdpa-answer": SDPA_SUBMISSIONS["inverted-masks"], **written}, 4,
+                                  {"test-padding": "padding mask is inverted", "test-causal": "causal mask is inverted"}),
+        "calls-reference": Planted({"sdpa-answer": SDPA_SUBMISSIONS["calls-reference"], **written}, 0,
+                                   {"test-values": "coursekit.attention"}),
+    }
+
+
+def _bahdanau_table() -> dict[str, Planted]:
+    a = "bahdanau"
+    return {
+        "no-tanh": planted(a, 5, {"test-scores": "You left out the tanh", "test-trained": "held-out dates exactly right"},
+                           additive_answer=("self.v(torch.tanh(q + k))", "self.v(q + k)")),
+        "inverted-mask": planted(a, 4, {"test-softmax": "padding mask is inverted",
+                                        "test-context": "padding mask is inverted"},
+                                 masked_softmax_answer=("masked_fill(key_padding_mask[", "masked_fill(~key_padding_mask[")),
+        "averages-keys": planted(a, 8, {"test-context": "Your context vectors average the keys"},
+                                 additive_answer=("context = weights @ value", "context = weights @ key")),
+        "no-squeeze": planted(a, 7, {"test-step": "Squeeze the T = 1 dim", "test-trained": "Error"},
+                              additive_answer=("return context.squeeze(1), weights.squeeze(1)", "return context, weights")),
+        "calls-reference": planted(
+            a, 2, {"test-scores": "coursekit.attention", "test-trained": "still attends with coursekit's AdditiveAttention"},
+            additive_answer=("class AdditiveAttention(nn.Module):",
+                             "import coursekit.attention\n\nclass AdditiveAttention(coursekit.attention.AdditiveAttention):\n"
+                             "    score = coursekit.attention.AdditiveAttention.score\n"
+                             "    forward = coursekit.attention.AdditiveAttention.forward\n\n"
+                             "class _Unused(nn.Module):")),
+    }
+
+
+def _multihead_table() -> dict[str, Planted]:
+    a = "multihead"
+    return {
+        "keys-from-w_q": planted(a, 8, {"test-self-attention": "You projected the keys with w_q"},
+                                 self_attention_answer=("x @ w_q, x @ w_k, x @ w_v", "x @ w_q, x @ w_q, x @ w_v")),
+        "merge-order": planted(a, 3, {"test-merge": "Your heads are merged in the wrong order",
+                                      "test-mha": "Your heads are merged in the wrong order"},
+                               heads_answer=("x.transpose(1, 2).reshape(B, L, H * Dh)", "x.reshape(B, L, H * Dh)")),
+        "no-out-proj": planted(a, 4, {"test-mha": "You forgot the output projection"},
+                               module_answer=("return self.out_proj(merge_heads(out))", "return merge_heads(out)")),
+        "weights-per-head": planted(a, 4, {"test-mha": "one map per head"},
+                                    module_answer=("weights.mean(dim=1)  #", "weights  #")),
+        "ignores-causal-mask": planted(a, 8, {"test-masks": "a later position (future leakage)"},
+                                      module_answer=("attn_mask=attn_mask,\n", "\n")),
+        "calls-torch": planted(a, 4, {"test-mha": "torch.nn.MultiheadAttention"},
+                               module_answer=("self.out_proj = nn.Linear(embed_dim, embed_dim)\n",
+                                              "self.out_proj = nn.Linear(embed_dim, embed_dim)\n"
+                                              "        self.inner = nn.MultiheadAttention(embed_dim, num_heads)\n")),
+    }
+
+
+POSITIONS_ON_OUTPUT = """
+def self_attention_layer(x, w_q, w_k, w_v, table=None):
+    output, _ = scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v)
+    return output + table[: x.size(1)] if table is not None else output
+"""
+
+
+def _positional_table() -> dict[str, Planted]:
+    a = "positional"
+    return {
+        "swapped": planted(a, 7, {"test-table": "Your sines and cosines are swapped"},
+                           table_answer=("torch.sin(angle)\n    table[:, 1::2] = torch.cos(angle)",
+                                         "torch.cos(angle)\n    table[:, 1::2] = torch.sin(angle)")),
+        "exponent-i": planted(a, 7, {"test-table": "the paper's exponent is 2i/d"},
+                              table_answer=("torch.arange(0, d_model, 2, dtype=torch.float32) / d_model",
+                                            "torch.arange(0, d_model // 2, dtype=torch.float32) / d_model")),
+        "rotation-backwards": planted(a, 8, {"test-offset": "Your matrix moves back by k"},
+                                      offset_answer=[("= c, s  #", "= c, -s  #"), ("= -s, c  #", "= s, c  #")]),
+        "positions-on-output": planted(a, 7, {"test-positions": "You added the positions to the output"},
+                                       layer_answer=POSITIONS_ON_OUTPUT),
+        "causal-mask": planted(a, 5, {"test-equivariance": "not permutation-equivariant"},
+                               layer_answer=("scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v)",
+                                             "scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v, "
+                                             "attn_mask=torch.ones(x.size(1), x.size(1), dtype=torch.bool).triu(1))")),
+        "calls-reference": planted(a, 7, {"test-table": "coursekit.positional"},
+                                   table_answer=("    position = ", "    import coursekit.positional\n"
+                                                 "    return coursekit.positional.sinusoidal_table(max_len, d_model)\n"
+                                                 "    position = ")),
+    }
+
+
+def _transformer_table() -> dict[str, Planted]:
+    a = "transformer"
+    return {
+        "inverted-mask": planted(a, 6, {"test-mask": "Your causal mask is inverted"},
+                                 mask_answer=("return torch.triu(", "return ~torch.triu(")),
+        "pre-ln-encoder": planted(a, 6, {"test-encoder": "You normalised before each sublayer (pre-LN"},
+                                  encoder_answer=[("attended, _ = self.self_attn(src, src, src,",
+                                                   "normed = self.norm1(src)\n"
+                                                   "        attended, _ = self.self_attn(normed, normed, normed,"),
+                                                  ("x = self.norm1(src + attended)", "x = src + attended"),
+                                                  ("self.linear2(torch.relu(self.linear1(x)))",
+                                                   "self.linear2(torch.relu(self.linear1(self.norm2(x))))"),
+                                                  ("return self.norm2(x + feed_forward)", "return x + feed_forward")]),
+        "no-tgt-mask": planted(a, 4, {"test-decoder": "Your self-attention ignores tgt_mask",
+                                      "test-model": "Future leakage"},
+                               decoder_answer=("attn_mask=tgt_mask)", "attn_mask=None)")),
+        "cross-from-target": planted(a, 4, {"test-decoder": "Cross-attention takes its keys and values from memory"},
+                                     decoder_answer=("self.multihead_attn(y, memory, memory,",
+                                                     "self.multihead_attn(y, y, y,")),
+        "no-scaling": planted(a, 9, {"test-model": "You did not scale the embeddings"},
+                              model_answer=[("self.src_embed(src) * math.sqrt(self.d_model)", "self.src_embed(src)"),
+                                            ("self.tgt_embed(tgt_in) * math.sqrt(self.d_model)", "self.tgt_embed(tgt_in)")]),
+        "calls-torch": planted(a, 4, {"test-encoder": "torch.nn.Transformer", "test-trained": "torch.nn.Transformer"},
+                               encoder_answer=("attended, _ = self.self_attn(src, src, src, "
+                                               "key_padding_mask=src_key_padding_mask)",
+                                               "layer = nn.TransformerEncoderLayer(self.norm1.normalized_shape[0], 2, "
+                                               "self.linear1.out_features, dropout=0.0, batch_first=True)\n"
+                                               "        return layer(src, src_key_padding_mask=src_key_padding_mask)\n"
+                                               "        attended, _ = self.self_attn(src, src, src, "
+                                               "key_padding_mask=src_key_padding_mask)")),
+    }
+
+
+def _bert_table() -> dict[str, Planted]:
+    a = "bert"
+    return {
+        "masks-specials": planted(a, 8, {"test-choice": "Special tokens were masked"},
+                                  masking_answer=(" & ~special\n", "\n")),
+        "all-mask": planted(a, 7, {"test-proportions": "Every chosen token became [MASK]"},
+                            masking_answer=[("to_mask = chosen & (fate < 0.8)", "to_mask = chosen"),
+                                            ("masked = torch.where(to_random, random_ids, masked)", "pass")]),
+        "random-specials": planted(a, 7, {"test-proportions": "Some of your random replacements are special tokens"},
+                                   masking_answer=("torch.tensor([i for i in range(vocab_size) if i not in special_ids])",
+                                                   "torch.arange(vocab_size)")),
+        "nsp-same-document": planted(a, 8, {"test-nsp": "NotNext B was taken from A's own document"},
+                                     nsp_answer=[("rng.randrange(len(documents) - 1)", "rng.randrange(len(documents))"),
+                                                 ("other += other >= i  # any document but this one", "pass")]),
+        "mean-of-losses": planted(a, 8, {"test-loss": "You averaged the two losses"},
+                                  loss_answer=("return mlm_loss + nsp_loss", "return (mlm_loss + nsp_loss) / 2")),
+        "calls-reference": planted(a, 5, {"test-choice": "coursekit.bert_data"},
+                                   masking_answer=("    special = ", "    from coursekit.bert_data import mask_tokens as ck\n"
+                                                   "    return ck(input_ids, mask_id=mask_id, special_ids=special_ids, "
+                                                   "vocab_size=vocab_size, mask_prob=mlm_probability)\n"
+                                                   "    special = ")),
+    }
+
+
+PLANTED_TABLES = {"sdpa": _sdpa_table, "bahdanau": _bahdanau_table, "multihead": _multihead_table,
+                  "positional": _positional_table, "transformer": _transformer_table, "bert": _bert_table}
+
+
+def students(assignment: str) -> dict[str, Planted]:
+    """Everyone graded for ``assignment``: the reference, the untouched release, and the planted mistakes."""
+    table = {"reference": Planted(reference_answers(assignment), automatic_points(assignment)),
+             "blank": Planted({}, 0)}
+    table.update(PLANTED_TABLES[assignment]())
+    return table
+
+
+GRADED_STUDENTS = [(a, s) for a in ASSIGNMENTS if a in PLANTED_TABLES for s in students(a)]
+GRADE_SETTINGS = GradeSettings(workers=2, memory_mb=4096, cell_timeout_s=120, notebook_timeout_s=300, progress=False)
+
+
+@pytest.fixture(scope="module")
+def graded_by_coursekit(tmp_path_factory):
+    """assignment -> (course, {student: GradeRow}, {student: NotebookResult}), one `coursekit grade` run each."""
+    cache: dict[str, tuple] = {}
+
+    def grade(assignment: str):
+        if assignment not in cache:
+            course = tmp_path_factory.mktemp(f"graded-{assignment}")
+            shutil.copy(ROOT / "nbgrader_config.py", course)
+            shutil.copytree(ROOT / "solutions" / assignment, course / "solutions" / assignment)
+            shutil.copytree(ROOT / "exercises" / assignment, course / "exercises" / assignment)
+            for student, plant in students(assignment).items():
+                submit(course, student, assignment, plant.answers)
+            rows = {r.student: r for r in grade_assignment(course, assignment, GRADE_SETTINGS)}
+            cache[assignment] = (course, rows, {r.student: r for r in read_results(course, assignment)})
+        return cache[assignment]
+
+    return grade
+
+
+def test_every_assignment_has_a_table_of_planted_mistakes():
+    assert set(PLANTED_TABLES) == set(ASSIGNMENTS), "add the new assignment's planted mistakes to PLANTED_TABLES"
+
+
+@pytest.mark.parametrize("assignment, student", GRADED_STUDENTS)
+def test_coursekit_grade_gives_each_submission_its_score_and_diagnosis(graded_by_coursekit, assignment, student):
+    course, rows, results = graded_by_coursekit(assignment)
+    plant = students(assignment)[student]
+    row, result = rows[student], results[student]
+    errors = {g: c.error for g, c in result.cells.items() if c.error}
+    assert row.status == "graded", row.detail
+    assert (row.score, row.max_score) == (plant.score, automatic_points(assignment)), errors
+    feedback = html.unescape((course / "feedback" / student / assignment / f"{assignment}.html").read_text())
+    for grade_id, words in plant.diagnoses.items():
+        assert words in result.cells[grade_id].error, (grade_id, result.cells[grade_id].error)
+        assert words in feedback, f"the feedback page lacks the diagnosis of {grade_id}: {words!r}"
+    if student == "reference":
+        assert not errors and result.needs_manual_grade, "the written answers must wait for a human grader"
+        assert all(c.score is None for g, c in result.cells.items() if g.startswith("written"))
+    if student == "blank":
+        tests = [c["metadata"]["nbgrader"]["grade_id"] for c in grade_cells(assignment, "test")]
+        assert all("NotImplementedError" in result.cells[g].error for g in tests), errors
+        assert not result.needs_manual_grade
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_points_table_matches_the_tests(assignment):
+    """The intro's table of points lists every test and written answer with the points nbgrader gives them."""
+    intro = "".join(load(ROOT / "solutions" / assignment / f"{assignment}.ipynb")["cells"][0]["source"])
+    rows = re.findall(r"^\|\s*(Test \d+[^|]*|Written[^|]*)\|\s*(\d+)\s*\|$", intro, flags=re.M)
+    listed = [float(points) for name, points in rows if name.startswith("Test")]
+    manual = [float(points) for name, points in rows if name.startswith("Written")]
+    assert listed == [c["metadata"]["nbgrader"]["points"] for c in grade_cells(assignment, "test")]
+    assert manual == [c["metadata"]["nbgrader"]["points"] for c in grade_cells(assignment, "written")]

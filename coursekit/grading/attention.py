@@ -1,113 +1,29 @@
-"""Checks for the graded notebooks: run the learner's code and the reference on the same fresh inputs,
-and when they differ, say *how* ("you scaled by d_k instead of sqrt(d_k)"), not just that they do.
-
-Every ``check_*`` function takes the learner's function, returns None and prints a short confirmation
-when it is right, and raises :class:`CheckFailed` (an ``AssertionError``, so nbgrader counts the test as
-failed) with a diagnosis when it is not. ``seed=None`` draws a fresh seed, which the message reports so
-a failure can be reproduced.
-
-A check also refuses answers that hand the work to the reference it is checking against
-(:func:`forbid_shortcuts`): calling ``coursekit``'s implementation, or torch's fused attention, earns no
-points for that part.
+"""Checks for the *scaled dot-product attention* notebook (``solutions/sdpa``), and the mask diagnoses the
+later notebooks share (:func:`masked_weight_report`, :func:`looks_inverted`).
 
 Shape legend: B batch, H heads, T queries, S keys, Dk query/key size, Dv value size.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from coursekit import attention as _reference_attention
+from coursekit.grading.core import (ATOL, CheckFailed, Reference, ShortcutPolicy, forbid_shortcuts, fresh_seed,
+                                    fused_attention, register_task)
+from coursekit.grading.core import where as _where
 from coursekit.masks import causal_mask, padding_mask
-from coursekit.sandbox import remote_task
 
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
-ATOL = 1e-5
 
 
-class CheckFailed(AssertionError):
-    """A check found a mistake; the message says which and how to fix it."""
-
-
-class ShortcutUsed(CheckFailed):
-    """The answer called the reference implementation it is meant to replace."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# No shortcuts through the reference
-# ---------------------------------------------------------------------------------------------------
-
-_FORBIDDEN_TORCH = {
-    F.scaled_dot_product_attention: "torch.nn.functional.scaled_dot_product_attention",
-    F.multi_head_attention_forward: "torch.nn.MultiheadAttention",
-}
-_REFERENCE_FILES = {
-    path: "coursekit.attention"
-    for path in {_reference_attention.__file__, str(Path(_reference_attention.__file__).resolve())}
-}
-
-
-class _TorchShortcutSpy(TorchFunctionMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.used: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in _FORBIDDEN_TORCH:
-            self.used.append(_FORBIDDEN_TORCH[func])
-        return func(*args, **(kwargs or {}))
-
-
-@contextlib.contextmanager
-def forbid_shortcuts(task: str) -> Iterator[None]:
-    """Run the learner's code while watching for calls into the reference it must not use.
-
-    Torch functions are caught through a ``TorchFunctionMode`` (whatever name the learner bound them to);
-    coursekit's reference is caught by watching which source files run (``sys.setprofile``).
-
-    Raises:
-        ShortcutUsed: after the block, if the code called a forbidden implementation.
-    """
-    reached: list[str] = []
-
-    def profile(frame, event, arg):
-        if event == "call" and frame.f_code.co_filename in _REFERENCE_FILES:
-            reached.append(_REFERENCE_FILES[frame.f_code.co_filename])
-
-    previous = sys.getprofile()
-    spy = _TorchShortcutSpy()
-    sys.setprofile(profile)
-    try:
-        # remote_task: when the autograder hands a test a proxy for the learner's function, the same
-        # watch runs in the learner's process around each call (coursekit.sandbox).
-        with spy, remote_task(task):
-            yield
-    finally:
-        sys.setprofile(previous)
-    used = sorted(set(reached) | set(spy.used))
-    if used:
-        raise ShortcutUsed(
-            f"Your answer calls {', '.join(used)}, which already implements {task}. This part earns no "
-            f"points until you write it yourself with basic tensor operations (matmul, softmax, masked_fill, ...)."
-        )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Inputs
-# ---------------------------------------------------------------------------------------------------
-
-def fresh_seed() -> int:
-    """A seed no one could have guessed when the notebook was written."""
-    return int.from_bytes(os.urandom(4), "little")
+SDPA_TASK = register_task(
+    "scaled dot-product attention",
+    ShortcutPolicy((Reference("coursekit.attention", "coursekit.attention"),), fused_attention()),
+)
 
 
 def random_qkv(seed: int, *lead: int, T: int = 5, S: int = 7, dk: int = 16, dv: int = 8
@@ -128,16 +44,9 @@ def _call(fn: AttentionFn, task: str, *args, **kwargs) -> tuple[torch.Tensor, to
     return result
 
 
-def _where(seed: int) -> str:
-    return f"(inputs drawn with seed={seed}; call the check again with seed={seed} to reproduce)"
-
-
 # ---------------------------------------------------------------------------------------------------
 # Scaled dot-product attention
 # ---------------------------------------------------------------------------------------------------
-
-SDPA_TASK = "scaled dot-product attention"
-
 
 def check_attention_shapes(fn: AttentionFn, seed: int | None = None) -> None:
     """Output is (..., T, Dv) and weights (..., T, S), for 2, 3 and 4-dimensional inputs."""
@@ -200,7 +109,7 @@ def check_attention_values(fn: AttentionFn, seed: int | None = None) -> None:
     print("✓ weights and output match softmax(QK^T / sqrt(d_k)) V")
 
 
-def _masked_weight_report(weights: torch.Tensor, forbidden: torch.Tensor, what: str) -> str | None:
+def masked_weight_report(weights: torch.Tensor, forbidden: torch.Tensor, what: str) -> str | None:
     """Describe the largest weight that lands where it must not, or None if there is none."""
     leak = weights.nan_to_num(0.0).masked_fill(~forbidden, 0.0)  # only the forbidden weights remain
     if float(leak.max()) <= 1e-6:
@@ -209,7 +118,7 @@ def _masked_weight_report(weights: torch.Tensor, forbidden: torch.Tensor, what: 
     return f"query {t} of batch item {b} gives weight {float(leak[b, t, s]):.3f} to key {s}, {what}"
 
 
-def _looks_inverted(weights: torch.Tensor, forbidden: torch.Tensor) -> bool:
+def looks_inverted(weights: torch.Tensor, forbidden: torch.Tensor) -> bool:
     """True when (almost) all the weight sits where the mask forbids it: the mask was read the other way round.
 
     NaNs count as no weight: an inverted mask often masks whole rows, whose softmax is NaN.
@@ -229,9 +138,9 @@ def check_padding_mask(fn: AttentionFn, seed: int | None = None) -> None:
     forbidden = kpm[:, None, :].expand_as(weights)  # (B, T, S)
     if weights.shape != (3, 5, 7):
         raise CheckFailed(f"With key_padding_mask the weights must still be (B, T, S) = (3, 5, 7); got {tuple(weights.shape)}.")
-    leak = _masked_weight_report(weights, forbidden, "which is padding")
+    leak = masked_weight_report(weights, forbidden, "which is padding")
     if leak:
-        if _looks_inverted(weights, forbidden):
+        if looks_inverted(weights, forbidden):
             raise CheckFailed("Your padding mask is inverted: True means NOT allowed (torch.nn's convention), so mask "
                               f"the positions where key_padding_mask is True, not where it is False. ({leak}) {_where(seed)}")
         if torch.allclose(weights, _unmasked_weights(fn, q, k, v), atol=1e-4):
@@ -263,9 +172,9 @@ def check_causal_mask(fn: AttentionFn, seed: int | None = None) -> None:
     if weights.shape != (2, 6, 6):
         raise CheckFailed(f"With attn_mask the weights must still be (B, T, S) = (2, 6, 6); got {tuple(weights.shape)}.")
     forbidden = mask.expand_as(weights)
-    leak = _masked_weight_report(weights, forbidden, "a later position (future leakage)")
+    leak = masked_weight_report(weights, forbidden, "a later position (future leakage)")
     if leak:
-        if _looks_inverted(weights, forbidden):
+        if looks_inverted(weights, forbidden):
             raise CheckFailed("Your causal mask is inverted: attn_mask is True where attention is NOT allowed "
                               f"(torch.nn's convention). ({leak}) {_where(seed)}")
         if torch.allclose(weights, _unmasked_weights(fn, q, k, v), atol=1e-4):

@@ -1,0 +1,58 @@
+"""Checks for the graded notebooks: run the learner's code and the reference on the same fresh inputs,
+and when they differ, say *how* ("you scaled by d_k instead of sqrt(d_k)"), not just that they do.
+
+Every ``check_*`` function takes the learner's function or class, returns None and prints a short
+confirmation when it is right, and raises :class:`CheckFailed` (an ``AssertionError``, so nbgrader counts
+the test as failed) with a diagnosis when it is not. ``seed=None`` draws a fresh seed, which the message
+reports so a failure can be reproduced.
+
+A check also refuses answers that hand the work to the reference it is checking against
+(:func:`forbid_shortcuts`, one policy per task): calling ``coursekit``'s implementation, or torch's,
+earns no points for that part.
+
+Every check works on learner code run locally and on the sandbox proxies of ``coursekit grade``
+(see :mod:`coursekit.grading.core`). One module per notebook:
+
+- :mod:`~coursekit.grading.attention`: *scaled dot-product attention* (``sdpa``)
+- :mod:`~coursekit.grading.bahdanau`: *Bahdanau attention* (``bahdanau``)
+- :mod:`~coursekit.grading.multihead`: *multi-head attention* (``multihead``)
+- :mod:`~coursekit.grading.positional`: *positional encodings* (``positional``)
+- :mod:`~coursekit.grading.transformer`: *the Transformer* (``transformer``)
+- :mod:`~coursekit.grading.bert`: *BERT pretraining* (``bert``)
+"""
+
+from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, ShortcutUsed, forbid_shortcuts,
+                                    fresh_seed, register_task)
+from coursekit.grading.attention import (SDPA_TASK, check_attention_matches_reference, check_attention_shapes,
+                                         check_attention_values, check_causal_mask, check_padding_mask,
+                                         random_qkv)
+from coursekit.grading.bahdanau import (ADDITIVE_TASK, SOFTMAX_TASK, check_additive_attention,
+                                        check_additive_scores, check_masked_softmax, check_single_step,
+                                        check_trained_date_model)
+from coursekit.grading.bert import (LOSS_TASK, MASKING_TASK, NSP_TASK, PAIR_TASK, check_masking_choice,
+                                    check_masking_proportions, check_nsp_pairs, check_pack_pair,
+                                    check_pretraining_loss)
+from coursekit.grading.multihead import (HEADS_TASK, MHA_TASK, SELF_ATTENTION_TASK, check_merge_heads,
+                                         check_multihead_cross_attention, check_multihead_masks,
+                                         check_multihead_self_attention, check_self_attention, check_split_heads)
+from coursekit.grading.positional import (LAYER_TASK, OFFSET_TASK, TABLE_TASK, check_attention_with_positions,
+                                          check_offset_matrix, check_permutation_equivariance, check_sinusoidal_table)
+from coursekit.grading.transformer import (DECODER_TASK, ENCODER_TASK, MASK_TASK, MODEL_TASK,
+                                           check_causal_mask_function, check_decoder_block, check_encoder_block,
+                                           check_trained_translator, check_transformer_model)
+
+__all__ = [
+    "CheckFailed", "ShortcutUsed", "Reference", "ShortcutPolicy", "forbid_shortcuts", "fresh_seed", "register_task",
+    "SDPA_TASK", "random_qkv", "check_attention_shapes", "check_attention_values", "check_padding_mask",
+    "check_causal_mask", "check_attention_matches_reference",
+    "SOFTMAX_TASK", "ADDITIVE_TASK", "check_masked_softmax", "check_additive_scores", "check_additive_attention",
+    "check_single_step", "check_trained_date_model",
+    "SELF_ATTENTION_TASK", "HEADS_TASK", "MHA_TASK", "check_self_attention", "check_split_heads", "check_merge_heads",
+    "check_multihead_self_attention", "check_multihead_cross_attention", "check_multihead_masks",
+    "TABLE_TASK", "OFFSET_TASK", "LAYER_TASK", "check_sinusoidal_table", "check_offset_matrix",
+    "check_permutation_equivariance", "check_attention_with_positions",
+    "MASK_TASK", "ENCODER_TASK", "DECODER_TASK", "MODEL_TASK", "check_causal_mask_function", "check_encoder_block",
+    "check_decoder_block", "check_transformer_model", "check_trained_translator",
+    "MASKING_TASK", "PAIR_TASK", "NSP_TASK", "LOSS_TASK", "check_masking_choice", "check_masking_proportions",
+    "check_pack_pair", "check_nsp_pairs", "check_pretraining_loss",
+]
