@@ -1,5 +1,6 @@
 """The book builds offline with no warnings, and the built pages hold what a reader needs."""
 
+import functools
 import html
 import inspect
 import re
@@ -10,6 +11,15 @@ from pathlib import Path
 import pytest
 
 import coursekit.attention
+import coursekit.bert
+import coursekit.bert_data
+import coursekit.decoding
+import coursekit.positional
+import coursekit.seq2seq
+import coursekit.train
+import coursekit.transformer
+import coursekit.transformer_layers
+import coursekit.translate
 from coursekit.autograde import nbgrader_env
 from tests.conftest import ROOT
 
@@ -17,12 +27,18 @@ pytestmark = pytest.mark.slow
 HTML = ROOT / "_build" / "html"
 
 
+@functools.cache
+def build_book() -> subprocess.CompletedProcess:
+    """Build once per test session (the browser tests share it); unchanged chapters come from the cache."""
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    return subprocess.run([str(jupyter_book), "build", "-W", "-n", "--keep-going", str(ROOT)],
+                          cwd=ROOT, env=nbgrader_env(), capture_output=True, text=True, timeout=1800)
+
+
 @pytest.fixture(scope="module")
 def built_book() -> Path:
     """Build the book exactly as the README does; warnings are errors (-W), references are checked (-n)."""
-    jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    proc = subprocess.run([str(jupyter_book), "build", "-W", "-n", "--keep-going", str(ROOT)],
-                          cwd=ROOT, env=nbgrader_env(), capture_output=True, text=True, timeout=1800)
+    proc = build_book()
     reports = "\n".join(p.read_text() for p in (HTML / "reports").rglob("*.log")) if (HTML / "reports").exists() else ""
     assert proc.returncode == 0, f"book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n{reports}"
     return HTML
@@ -33,23 +49,98 @@ def chapters() -> list[str]:
     return re.findall(r"^\s*(?:root|- file):\s*(\S+)", toc, flags=re.M)
 
 
+def visible_text(page: str) -> str:
+    """What a reader sees: tags (and so highlighting spans) removed, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+# What each chapter must show: coursekit's real source (these objects), numbered equations (their labels),
+# at least this many figures, and the graded notebook it sends the reader to.
+CHAPTERS = {
+    "seq2seq_rnn": dict(
+        source=[coursekit.seq2seq.RNNEncoderDecoder.encode, coursekit.seq2seq.RNNEncoderDecoder._decode,
+                coursekit.train.train_step, coursekit.train.sequence_loss, coursekit.decoding.greedy_decode],
+        equations=["eq-rnn-encoder", "eq-rnn-decoder", "eq-seq-loss"], figures=2,
+        notebook="exercises/bahdanau/bahdanau.ipynb"),
+    "bahdanau_attention": dict(
+        source=[coursekit.attention.AdditiveAttention, coursekit.seq2seq.BahdanauEncoderDecoder._step,
+                coursekit.seq2seq.BahdanauEncoderDecoder.encode],
+        equations=["eq-bahdanau-score", "eq-bahdanau-weights", "eq-bahdanau-context", "eq-bahdanau-decoder"],
+        figures=1, notebook="exercises/bahdanau/bahdanau.ipynb"),
+    "queries_keys_values": dict(
+        source=[coursekit.attention.ScoredAttention.forward, coursekit.attention.AdditiveAttention.score,
+                coursekit.attention.DotProductAttention.score, coursekit.attention.GeneralAttention.score],
+        equations=["eq-attention-general", "eq-score-additive", "eq-score-dot", "eq-score-scaled-dot",
+                   "eq-score-general"],
+        figures=1, notebook="exercises/sdpa/sdpa.ipynb"),
+    "scaled_dot_product_attention": dict(
+        source=[coursekit.attention.scaled_dot_product_attention, coursekit.attention.attend],
+        equations=["eq-sdpa", "eq-softmax-weights", "eq-masked-attention"], figures=3,
+        notebook="exercises/sdpa/sdpa.ipynb"),
+    "self_attention": dict(
+        source=[coursekit.seq2seq.SelfAttentiveRNNEncoderDecoder.encode],
+        equations=["eq-self-attention"], figures=3, notebook="exercises/multihead/multihead.ipynb"),
+    "multi_head_attention": dict(
+        source=[coursekit.attention.MultiHeadAttention.forward, coursekit.attention.MultiHeadAttention.attend_heads,
+                coursekit.attention.MultiHeadAttention._split_heads, coursekit.attention.MultiHeadAttention._merge_heads],
+        equations=["eq-multihead"], figures=2, notebook="exercises/multihead/multihead.ipynb"),
+    "attention_without_rnn": dict(
+        source=[coursekit.positional.sinusoidal_table, coursekit.positional.LearnedPositionalEncoding,
+                coursekit.seq2seq.AttentionOnlyEncoderDecoder.encode],
+        equations=["eq-permutation-equivariance", "eq-sinusoidal", "eq-sinusoidal-rotation"], figures=2,
+        notebook="exercises/positional/positional.ipynb"),
+    "transformer": dict(
+        source=[coursekit.transformer_layers.TransformerEncoderLayer._layer,
+                coursekit.transformer_layers.TransformerDecoderLayer.run, coursekit.transformer.Transformer._embed,
+                coursekit.transformer.transformer_lr, coursekit.transformer.label_smoothed_loss,
+                coursekit.translate.train_step, coursekit.decoding.beam_search],
+        equations=["eq-ffn", "eq-residual-layernorm", "eq-transformer-lr"], figures=5,
+        notebook="exercises/transformer/transformer.ipynb"),
+    "bert": dict(
+        source=[coursekit.bert.BertEmbeddings.forward, coursekit.bert_data.mask_tokens,
+                coursekit.bert.BertForPreTraining.compute_loss, coursekit.bert.BertForSequenceClassification.forward],
+        equations=["eq-bert-input", "eq-mlm-loss", "eq-nsp-loss", "eq-bert-loss", "eq-bert-finetune"], figures=2,
+        notebook="exercises/bert/bert.ipynb"),
+    "where_next": dict(source=[], equations=[], figures=0, notebook=None),
+}
+
+
 def test_every_toc_entry_has_a_page(built_book):
     for entry in chapters():
         assert (built_book / f"{entry}.html").exists(), f"{entry} has no page in the build"
 
 
-def test_chapter_shows_source_figures_and_numbered_math(built_book):
-    page = (built_book / "book" / "scaled_dot_product_attention.html").read_text()
-    text = html.unescape(re.sub(r"<[^>]+>", "", page))  # what a reader sees, highlighting spans removed
-    source = inspect.getsource(coursekit.attention.scaled_dot_product_attention)
-    assert source.splitlines()[0] in text and source.splitlines()[-1].strip() in text, \
-        "the chapter must show coursekit's real, current source"
+def test_every_chapter_is_in_the_toc_and_checked_here():
+    listed = {Path(entry).name for entry in chapters()}
+    assert set(CHAPTERS) <= listed, f"chapters missing from _toc.yml: {set(CHAPTERS) - listed}"
+    unchecked = {p.stem for p in (ROOT / "book").glob("*.md")} - set(CHAPTERS) - {"intro", "instructors", "references"}
+    assert not unchecked, f"chapters without an entry in CHAPTERS: {unchecked}"
+
+
+@pytest.mark.parametrize("name", sorted(CHAPTERS))
+def test_chapter_shows_source_figures_math_quiz_and_notebook(built_book, name):
+    expected = CHAPTERS[name]
+    page = (built_book / "book" / f"{name}.html").read_text()
+    text = visible_text(page)
+    for obj in expected["source"]:
+        lines = [line.strip() for line in inspect.getsource(obj).splitlines() if line.strip()]
+        first = next(line for line in lines if line.startswith(("def ", "class ")))
+        assert first in text and lines[-1] in text, \
+            f"{name} must show coursekit's real, current source of {obj.__qualname__}"
     images = re.findall(r'<img[^>]+src="([^"]+)"', page)
-    assert len(images) >= 3, f"expected the chapter's figures, found {images}"
+    assert len(images) >= expected["figures"], f"{name}: expected {expected['figures']} figures, found {images}"
     for src in images:
-        assert (built_book / "book" / src).resolve().exists(), f"broken image {src}"
-    assert 'id="equation-eq-sdpa"' in page, "the attention equation must be numbered and referenceable"
-    assert "output traceback" not in page and "output stderr" not in page, "a reader would see an error or warning"
+        assert (built_book / "book" / src).resolve().exists(), f"{name}: broken image {src}"
+    captions = re.findall(r'<figcaption>', page)
+    assert len(captions) >= expected["figures"], f"{name}: every figure needs a numbered caption"
+    for label in expected["equations"]:
+        assert f'id="equation-{label}"' in page, f"{name}: equation {label} must be numbered and referenceable"
+    assert "output traceback" not in page and "output stderr" not in page, f"{name}: a reader would see an error"
+    quiz = re.findall(r'<div class="(?=[^"]*\bdropdown\b)(?=[^"]*\badmonition\b)[^"]*"', page)
+    assert len(quiz) >= 3, f"{name} needs a self-check quiz of at least three questions"
+    assert "Self-check" in text
+    if expected["notebook"]:
+        assert expected["notebook"] in text, f"{name} must send the reader to {expected['notebook']}"
 
 
 def test_pages_load_nothing_from_the_network(built_book):
@@ -60,3 +151,17 @@ def test_pages_load_nothing_from_the_network(built_book):
         assert "unpkg.com" not in text and "cdn.jsdelivr" not in text
     assert (built_book / "_static" / "mathjax" / "tex-chtml.js").exists(), "local MathJax missing from the build"
     assert (built_book / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2" / "MathJax_Main-Regular.woff").exists()
+
+
+def test_every_cited_paper_is_in_the_bibliography(built_book):
+    bib = (ROOT / "book" / "references.bib").read_text()
+    keys = set(re.findall(r"^@\w+\{([^,]+),", bib, flags=re.M))
+    cited = set()
+    for chapter in (ROOT / "book").glob("*.md"):
+        for group in re.findall(r"\{cite:[pt]\}`([^`]+)`", chapter.read_text()):
+            cited.update(key.strip() for key in group.split(","))
+    assert cited <= keys, f"cited but not in references.bib: {cited - keys}"
+    references = visible_text((built_book / "book" / "references.html").read_text()).lower()
+    for title in ("Neural Machine Translation by Jointly Learning to Align and Translate", "Attention Is All You Need",
+                  "Pre-training of Deep Bidirectional Transformers"):
+        assert title.lower() in references, f"{title!r} is missing from the references page"
