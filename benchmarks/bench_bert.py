@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device for pretraining: cpu, cuda, auto")
     parser.add_argument("--max-len", type=int, default=64, help="tokens per pretraining pair, specials included")
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout during pretraining (0.1 when fine-tuning)")
+    parser.add_argument("--dupe-factor", type=int, default=5, help="walks over the text with new NSP pairings")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/bert"), help="where results and plots go")
     args = parser.parse_args()
     budget = args.budget if args.budget is not None else (45.0 if args.quick else 600.0)
@@ -150,7 +151,7 @@ def main() -> None:
     tokenizer = WordPieceTokenizer.train(sentences, vocab_size=8000)
     tokenizer.save(args.out)
     max_len = args.max_len
-    train_set = NextSentenceDataset(train_docs, tokenizer, max_len=max_len, dupe_factor=5, seed=0)
+    train_set = NextSentenceDataset(train_docs, tokenizer, max_len=max_len, dupe_factor=args.dupe_factor, seed=0)
     valid_set = NextSentenceDataset(test_docs, tokenizer, max_len=max_len, dupe_factor=2, seed=1)
     valid_batches = list(make_pretraining_loader(valid_set, 128, shuffle=False, seed=123))  # fixed masks
     # init_std 0.05 rather than BERT-base's 0.02 (chosen for D = 768): with D = 128 the attention logits start

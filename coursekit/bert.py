@@ -218,6 +218,9 @@ class BertModel(nn.Module):
         Raises:
             FileNotFoundError: no config or weights file. ValueError: missing or unexpected weights, or a
             weight whose shape does not fit the config; the message names each one.
+
+        Returns:
+            The model on the CPU in eval mode (call ``.train()`` to fine-tune).
         """
         config, state = read_hf_checkpoint(path)
         model = cls(config)
@@ -334,7 +337,8 @@ class BertForPreTraining(nn.Module):
         """Load a Hugging Face checkpoint directory with the heads when it has them (``cls.*`` keys).
 
         A checkpoint without heads (e.g. all-MiniLM-L6-v2) loads with a warning and freshly initialised
-        heads; any other missing or unexpected weight raises ``ValueError`` naming it.
+        heads; any other missing or unexpected weight raises ``ValueError`` naming it. Returns the model on the
+        CPU in eval mode.
         """
         config, state = read_hf_checkpoint(path)
         model = cls(config)
