@@ -1,0 +1,64 @@
+"""Hidden tests draw a fresh seed for every learner, so a check must pass a right answer under EVERY seed, not just
+the ones the other tests happen to use. This sweeps each check over many seeds with the right answers the per-module
+tests define.
+
+It exists because one did not: the sinusoidal-table check drew a random (max_len, d_model), and when the two came out
+equal (about 1 seed in 70) it told a correct learner their square table was transposed.
+"""
+
+import pytest
+
+from coursekit import grading
+from tests import (test_grading as sdpa, test_grading_bahdanau as bahdanau, test_grading_bert as bert,
+                   test_grading_multihead as multihead, test_grading_positional as positional,
+                   test_grading_transformer as transformer)
+
+SEEDS = 200  # covers the table check's 69th seed, the first square one before the fix
+
+RIGHT_ANSWERS = [
+    (grading.check_attention_values, sdpa.make_attention, SEEDS),
+    (grading.check_attention_shapes, sdpa.make_attention, SEEDS),
+    (grading.check_padding_mask, sdpa.make_attention, SEEDS),
+    (grading.check_causal_mask, sdpa.make_attention, SEEDS),
+    (grading.check_masked_softmax, bahdanau.make_masked_softmax, SEEDS),
+    (grading.check_additive_scores, bahdanau.make_additive, SEEDS),
+    (grading.check_additive_attention, bahdanau.make_additive, SEEDS),
+    (grading.check_single_step, bahdanau.make_additive, SEEDS),
+    (grading.check_self_attention, multihead.make_self_attention, SEEDS),
+    (grading.check_split_heads, multihead.make_split, SEEDS),
+    (grading.check_merge_heads, multihead.make_merge, SEEDS),
+    *[(check, multihead.make_mha, SEEDS) for check in multihead.MODULE_CHECKS],
+    (grading.check_sinusoidal_table, positional.make_table, SEEDS),
+    (grading.check_offset_matrix, positional.make_offset, SEEDS),
+    (grading.check_permutation_equivariance, positional.make_layer, SEEDS),
+    (grading.check_attention_with_positions, positional.make_layer, SEEDS),
+    (grading.check_causal_mask_function, transformer.make_mask, SEEDS),
+    (grading.check_encoder_block, transformer.make_encoder, 60),  # the three model checks cost 5-30 ms a seed
+    (grading.check_decoder_block, transformer.make_decoder, 60),
+    (grading.check_transformer_model, transformer.make_model, 20),
+    (grading.check_masking_choice, bert.make_masking, 60),
+    (grading.check_masking_proportions, bert.make_masking, 60),
+    (grading.check_pack_pair, bert.make_pack, SEEDS),
+    (grading.check_nsp_pairs, bert.make_nsp, 60),
+    (grading.check_pretraining_loss, bert.make_loss, SEEDS),
+]
+
+
+@pytest.mark.parametrize("check, make, seeds", RIGHT_ANSWERS, ids=[c.__name__ for c, _, _ in RIGHT_ANSWERS])
+def test_a_right_answer_passes_under_every_seed(check, make, seeds, capsys):
+    answer = make()
+    failed = {}
+    for seed in range(seeds):
+        try:
+            check(answer, seed=seed)
+        except grading.CheckFailed as error:
+            failed[seed] = str(error)
+    assert not failed, f"{len(failed)} of {seeds} seeds fail a right answer; first: {next(iter(failed.items()))}"
+    assert capsys.readouterr().out.count("✓") == seeds
+
+
+def test_a_transposed_table_is_named_under_every_seed():
+    transposed = positional.make_table(transpose=True)
+    for seed in range(SEEDS):
+        with pytest.raises(grading.CheckFailed, match="one ROW per position"):
+            grading.check_sinusoidal_table(transposed, seed=seed)
