@@ -47,7 +47,8 @@ class PretrainingHistory(History):
 
     ``mlm_loss``, ``nsp_loss``, ``mlm_accuracy``, ``nsp_accuracy`` and ``tokens`` (real, non-padding tokens in
     the batch) have one entry per step, like ``loss``. ``evals`` has one dict per evaluation: ``step``,
-    ``time_s``, ``tokens_per_s`` and :func:`evaluate_pretraining`'s keys.
+    ``time_s``, ``tokens_per_s`` and :func:`evaluate_pretraining`'s keys. ``train_time_s`` is the time spent in
+    training steps (evaluation excluded), the denominator of ``tokens_per_s``.
     """
 
     mlm_loss: list[float] = field(default_factory=list)
@@ -56,6 +57,7 @@ class PretrainingHistory(History):
     nsp_accuracy: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)
+    train_time_s: float = 0.0
 
 
 def adamw(model: nn.Module, lr: float, weight_decay: float = 0.01) -> AdamW:
@@ -161,6 +163,7 @@ def pretrain(
     checkpoint_path: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
+    history: PretrainingHistory | None = None,
 ) -> PretrainingHistory:
     """Pretrain on masked LM + NSP until the first of ``epochs``, ``max_steps`` or ``time_budget_s`` runs out.
 
@@ -178,9 +181,12 @@ def pretrain(
         checkpoint_path: if given, :func:`coursekit.train.save_checkpoint` writes the model and optimizer there
             at every evaluation, and the history goes to ``<checkpoint_path>.history.json``.
         seed: seeds dropout. progress: show a tqdm bar.
+        history: a history to continue (a second phase, e.g. on longer sequences as in Devlin et al., 2019,
+            appendix A.2): steps and times carry on from it. The optimizer and the schedule start afresh.
 
     Returns:
-        A :class:`PretrainingHistory`.
+        A :class:`PretrainingHistory` (``history`` itself, extended, when given).
+        The rules above count from the start of this call.
     """
     if epochs is None and max_steps is None and time_budget_s is None:
         raise ValueError("pretrain needs a stopping rule: give epochs, max_steps or time_budget_s")
@@ -188,7 +194,9 @@ def pretrain(
     device = get_device(device)
     model.to(device)
     optimizer = adamw(model, lr, weight_decay)
-    history, start, step, train_time = PretrainingHistory(), time.perf_counter(), 0, 0.0
+    history = history if history is not None else PretrainingHistory()
+    first_step, first_time = len(history.steps), (history.evals[-1]["time_s"] if history.evals else 0.0)
+    start, step = time.perf_counter(), 0
 
     def done_fraction() -> float:
         by_steps = step / max_steps if max_steps is not None else 0.0
@@ -196,8 +204,8 @@ def pretrain(
         return max(by_steps, by_time)
 
     def evaluate_and_save() -> None:
-        row = {"step": step, "time_s": time.perf_counter() - start,
-               "tokens_per_s": sum(history.tokens) / max(train_time, 1e-9)}
+        row = {"step": first_step + step, "time_s": first_time + time.perf_counter() - start,
+               "tokens_per_s": sum(history.tokens) / max(history.train_time_s, 1e-9)}
         if valid_batches is not None:
             row.update(evaluate_pretraining(model, valid_batches, device=device))
         history.evals.append(row)
@@ -217,8 +225,8 @@ def pretrain(
                 group["lr"] = lr * warmup_linear(step, warmup_steps, done_fraction())
             tick = time.perf_counter()
             metrics = pretraining_step(model, batch.to(device), optimizer, clip_grad_norm, device)
-            train_time += time.perf_counter() - tick
-            history.steps.append(step)
+            history.train_time_s += time.perf_counter() - tick
+            history.steps.append(first_step + step)
             history.lr.append(optimizer.param_groups[0]["lr"])
             history.tokens.append(int((~batch.key_padding_mask).sum()))
             for name in ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy"):
@@ -234,7 +242,7 @@ def pretrain(
         if step == 0:
             raise ValueError("train_loader yielded no batches")
         finished = finished or (epochs is not None and epoch >= epochs)
-    if not history.evals or history.evals[-1]["step"] != step:
+    if not history.evals or history.evals[-1]["step"] != first_step + step:
         evaluate_and_save()
     bar.close()
     return history

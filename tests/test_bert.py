@@ -304,7 +304,7 @@ def test_pretraining_learns_checkpoints_and_plots(small_corpus, tmp_path):
     torch.set_num_threads(1)
     documents, tokenizer = small_corpus
     dataset = NextSentenceDataset(documents, tokenizer, max_len=48, seed=0)
-    config = BertConfig.tiny(vocab_size=tokenizer.vocab_size, max_len=48, d_model=64, dim_feedforward=128, dropout=0.0,
+    config = BertConfig.tiny(vocab_size=tokenizer.vocab_size, max_len=96, d_model=64, dim_feedforward=128, dropout=0.0,
                              init_std=0.05)
     model = BertForPreTraining(config)
     valid = list(make_pretraining_loader(dataset, 64, shuffle=False, seed=1))[:4]
@@ -317,6 +317,11 @@ def test_pretraining_learns_checkpoints_and_plots(small_corpus, tmp_path):
     assert history.lr[-1] < history.lr[20]  # decays after warm-up
     restored = load_checkpoint(tmp_path / "bert.pt", BertForPreTraining).model
     assert evaluate_pretraining(restored, valid, device="cpu")["mlm_loss"] == pytest.approx(after["mlm_loss"], rel=1e-5)
+    longer = NextSentenceDataset(documents, tokenizer, max_len=96, seed=1)  # a second phase on longer pairs
+    same = pretrain(model, make_pretraining_loader(longer, 16), max_steps=5, warmup_steps=2, eval_every=100,
+                    device="cpu", progress=False, history=history)
+    assert same is history and history.steps[-6:] == [59, 60, 61, 62, 63, 64] and history.evals[-1]["step"] == 65
+    assert history.evals[-1]["time_s"] > history.evals[-2]["time_s"] and history.train_time_s > 0
     figure = plot_pretraining_curves(history, {"mlm_accuracy": 0.05, "nsp_accuracy": 0.5}, smoothing=10)
     assert all(ax.get_title() and ax.get_xlabel() and ax.get_ylabel() for ax in figure.axes)
     labels = {line.get_label() for ax in figure.axes for line in ax.get_lines()}
