@@ -409,3 +409,80 @@ def test_points_table_matches_the_tests(assignment):
     manual = [float(points) for name, points in rows if name.startswith("Written")]
     assert listed == [c["metadata"]["nbgrader"]["points"] for c in grade_cells(assignment, "test")]
     assert manual == [c["metadata"]["nbgrader"]["points"] for c in grade_cells(assignment, "written")]
+
+
+# --- Every verdict must hold under every seed --------------------------------------------------------------
+#
+# Hidden tests draw a fresh seed each time they run, so one learner's grade must not depend on which seed came
+# up. Each planted student's notebook runs here in-process, its test cells (hidden tests included) once per seed:
+# every test cell must pass under all seeds or fail under all of them, with its diagnosis each time. (The
+# trained-model tests are left out: they need the notebook's training, and draw only which held-out
+# examples to score; the reference scores 87-95% of dates and 93-99% of numbers over 60 draws, against 80%.)
+
+VERDICT_SEEDS = range(40)
+
+
+def _source_cells(assignment: str, answers: dict[str, str]) -> list[tuple[str | None, bool, str]]:
+    """(grade_id, is_test, code) for each code cell of the source, answers typed in and hidden tests kept."""
+    markers = (*(f"### {m}" for m in MARKERS),)
+    cells = []
+    for cell in load(ROOT / "solutions" / assignment / f"{assignment}.ipynb")["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        meta = cell["metadata"].get("nbgrader", {})
+        grade_id, code = meta.get("grade_id"), "".join(cell["source"])
+        if meta.get("solution") and grade_id in answers:
+            code = answers[grade_id]
+        code = "\n".join(line for line in code.splitlines() if line.strip() not in markers)
+        cells.append((grade_id, bool(meta.get("grade")) and not meta.get("solution"), code))
+    return cells
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_every_verdict_holds_under_every_seed(assignment, monkeypatch):
+    import contextlib
+    import io
+
+    import matplotlib.pyplot as plt
+    import torch
+
+    import coursekit.grading.core
+
+    threads, unstable = torch.get_num_threads(), []
+    try:
+        for student, plant in students(assignment).items():
+            if student == "blank":
+                continue
+            namespace: dict = {"__name__": "__main__"}
+            for grade_id, is_test, code in _source_cells(assignment, plant.answers):
+                if not is_test and "history = train(" in code:
+                    continue  # the training cell: only the trained-model test, left out here, needs it
+                if not is_test:  # a planted mistake may break a later cell; grading runs on, and so do we
+                    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+                        exec(compile(code, f"<{student}: {grade_id}>", "exec"), namespace)  # noqa: S102 (our own code)
+                    continue
+                if grade_id.startswith("test-trained"):
+                    continue
+                verdicts = {}
+                for seed in VERDICT_SEEDS:
+                    monkeypatch.setattr(coursekit.grading.core, "fresh_seed", lambda seed=seed: seed)
+                    try:
+                        with contextlib.redirect_stdout(io.StringIO()):
+                            exec(compile(code, f"<{student}: {grade_id}>", "exec"), namespace)  # noqa: S102
+                        verdicts[seed] = "pass"
+                    except Exception as error:  # noqa: BLE001 (the verdict is what we record)
+                        verdicts[seed] = f"{type(error).__name__}: {error}"
+                passed = {seed for seed, verdict in verdicts.items() if verdict == "pass"}
+                if passed and len(passed) < len(verdicts):
+                    seed = min(set(verdicts) - passed)
+                    unstable.append(f"{student}/{grade_id}: passes under some seeds, fails under seed {seed}: "
+                                    f"{verdicts[seed][:300]}")
+                words = plant.diagnoses.get(grade_id)
+                missing = [seed for seed, verdict in verdicts.items() if words and words not in verdict]
+                if missing:
+                    unstable.append(f"{student}/{grade_id}: no {words!r} under seed {missing[0]}: "
+                                    f"{verdicts[missing[0]][:300]}")
+            plt.close("all")
+    finally:
+        torch.set_num_threads(threads)
+    assert not unstable, "\n".join(unstable)

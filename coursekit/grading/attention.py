@@ -12,8 +12,8 @@ from collections.abc import Callable
 import torch
 
 from coursekit import attention as _reference_attention
-from coursekit.grading.core import (ATOL, CheckFailed, Reference, ShortcutPolicy, forbid_shortcuts, fresh_seed,
-                                    fused_attention, register_task)
+from coursekit.grading.core import (ATOL, CheckFailed, Reference, ShortcutPolicy, forbid_shortcuts,
+                                    fused_attention, register_task, seed_or_fresh)
 from coursekit.grading.core import where as _where
 from coursekit.masks import causal_mask, padding_mask
 
@@ -50,7 +50,7 @@ def _call(fn: AttentionFn, task: str, *args, **kwargs) -> tuple[torch.Tensor, to
 
 def check_attention_shapes(fn: AttentionFn, seed: int | None = None) -> None:
     """Output is (..., T, Dv) and weights (..., T, S), for 2, 3 and 4-dimensional inputs."""
-    seed = fresh_seed() if seed is None else seed
+    seed = seed_or_fresh(seed)
     for lead in [(), (3,), (2, 4)]:
         q, k, v = random_qkv(seed, *lead, T=5, S=7, dk=16, dv=8)
         out, weights = _call(fn, SDPA_TASK, q, k, v)
@@ -91,7 +91,7 @@ def _diagnose_weights(q: torch.Tensor, k: torch.Tensor, weights: torch.Tensor) -
 
 def check_attention_values(fn: AttentionFn, seed: int | None = None) -> None:
     """Without masks, weights = softmax(QK^T / sqrt(d_k)) and output = weights @ V, as in the reference."""
-    seed = fresh_seed() if seed is None else seed
+    seed = seed_or_fresh(seed)
     for lead, dk in [((4,), 16), ((2, 3), 64)]:
         q, k, v = random_qkv(seed, *lead, T=6, S=9, dk=dk, dv=5)
         out, weights = _call(fn, SDPA_TASK, q, k, v)
@@ -130,7 +130,7 @@ def looks_inverted(weights: torch.Tensor, forbidden: torch.Tensor) -> bool:
 
 def check_padding_mask(fn: AttentionFn, seed: int | None = None) -> None:
     """Padding keys get weight exactly 0; rows still sum to 1; padding changes nothing at real positions."""
-    seed = fresh_seed() if seed is None else seed
+    seed = seed_or_fresh(seed)
     q, k, v = random_qkv(seed, 3, T=5, S=7)
     lengths = torch.tensor([7, 4, 2])
     kpm = padding_mask(lengths)  # (B, S), True at padding
@@ -165,7 +165,7 @@ def _unmasked_weights(fn: AttentionFn, q: torch.Tensor, k: torch.Tensor, v: torc
 
 def check_causal_mask(fn: AttentionFn, seed: int | None = None) -> None:
     """With a causal mask no query attends to a later key, and changing the future changes nothing before it."""
-    seed = fresh_seed() if seed is None else seed
+    seed = seed_or_fresh(seed)
     q, k, v = random_qkv(seed, 2, T=6, S=6)
     mask = causal_mask(6)  # (T, S), True above the diagonal
     out, weights = _call(fn, SDPA_TASK, q, k, v, attn_mask=mask)
@@ -195,7 +195,7 @@ def check_causal_mask(fn: AttentionFn, seed: int | None = None) -> None:
 
 def check_attention_matches_reference(fn: AttentionFn, seed: int | None = None) -> None:
     """Causal and padding masks together, against coursekit's reference, on fresh random inputs."""
-    seed = fresh_seed() if seed is None else seed
+    seed = seed_or_fresh(seed)
     B, T = 4, 8
     q, k, v = random_qkv(seed, B, T=T, S=T, dk=32, dv=12)
     g = torch.Generator().manual_seed(seed)
