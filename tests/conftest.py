@@ -1,9 +1,11 @@
-"""Shared fixtures: the repository root and a scratch nbgrader course built from the committed sources."""
+"""Shared fixtures: the repository root, a scratch nbgrader course built from the committed sources, and one torch
+thread for the modules that train tiny models."""
 
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from coursekit.autograde import run_nbgrader
 
@@ -28,3 +30,15 @@ def scratch_course(tmp_path_factory) -> Path:
     for assignment in ASSIGNMENTS:
         run_nbgrader(course, "generate_assignment", assignment, "--force")
     return course
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread than on two, and do not fight other processes for cores.
+
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``; the count is restored after it.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

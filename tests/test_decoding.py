@@ -7,37 +7,12 @@ import pytest
 import torch
 
 from coursekit.decoding import beam_search, gnmt_length_penalty, greedy_decode
-from coursekit.seq2seq import (
-    AttentionOnlyConfig,
-    AttentionOnlyEncoderDecoder,
-    BahdanauConfig,
-    BahdanauEncoderDecoder,
-    EncoderDecoder,
-    RNNConfig,
-    RNNEncoderDecoder,
-    SelfAttentiveRNNConfig,
-    SelfAttentiveRNNEncoderDecoder,
-    StepOutput,
-)
-from tests.test_seq2seq import random_batch
+from coursekit.seq2seq import EncoderDecoder, StepOutput
+from tests.test_seq2seq import STAGE_IDS, STAGES, random_batch
 
 PAD, START, STOP, A, B = 0, 1, 2, 3, 4
-STAGES = [
-    (RNNEncoderDecoder, RNNConfig),
-    (BahdanauEncoderDecoder, BahdanauConfig),
-    (SelfAttentiveRNNEncoderDecoder, SelfAttentiveRNNConfig),
-    (AttentionOnlyEncoderDecoder, AttentionOnlyConfig),
-]
-STAGE_IDS = [cls.__name__ for cls, _ in STAGES]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models decode faster on one thread than on two busy ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 class ScriptedModel(EncoderDecoder):

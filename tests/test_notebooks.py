@@ -2,15 +2,20 @@
 gives the reference solution full marks, the untouched release zero, and typical mistakes partial credit
 with their own diagnosis."""
 
+import contextlib
 import html
+import io
 import json
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
+import torch
 
+import coursekit.grading.core
 from coursekit.autograde import GradeSettings, autograde, grade_assignment, read_results
 from tests.conftest import ASSIGNMENTS, ROOT
 
@@ -424,7 +429,7 @@ VERDICT_SEEDS = range(40)
 
 def _source_cells(assignment: str, answers: dict[str, str]) -> list[tuple[str | None, bool, str]]:
     """(grade_id, is_test, code) for each code cell of the source, answers typed in and hidden tests kept."""
-    markers = (*(f"### {m}" for m in MARKERS),)
+    markers = tuple(f"### {m}" for m in MARKERS)
     cells = []
     for cell in load(ROOT / "solutions" / assignment / f"{assignment}.ipynb")["cells"]:
         if cell["cell_type"] != "code":
@@ -440,14 +445,6 @@ def _source_cells(assignment: str, answers: dict[str, str]) -> list[tuple[str | 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_every_verdict_holds_under_every_seed(assignment, monkeypatch):
-    import contextlib
-    import io
-
-    import matplotlib.pyplot as plt
-    import torch
-
-    import coursekit.grading.core
-
     threads, unstable = torch.get_num_threads(), []
     try:
         for student, plant in students(assignment).items():

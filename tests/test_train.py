@@ -15,27 +15,11 @@ from coursekit.seq2seq import (
     BahdanauEncoderDecoder,
     RNNConfig,
     RNNEncoderDecoder,
-    SelfAttentiveRNNConfig,
-    SelfAttentiveRNNEncoderDecoder,
 )
 from coursekit.train import History, evaluate, load_checkpoint, save_checkpoint, sequence_loss, train
+from tests.test_seq2seq import STAGE_IDS, STAGES
 
-STAGES = [
-    (RNNEncoderDecoder, RNNConfig),
-    (BahdanauEncoderDecoder, BahdanauConfig),
-    (SelfAttentiveRNNEncoderDecoder, SelfAttentiveRNNConfig),
-    (AttentionOnlyEncoderDecoder, AttentionOnlyConfig),
-]
-STAGE_IDS = [cls.__name__ for cls, _ in STAGES]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train several times faster on one thread than on two busy ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

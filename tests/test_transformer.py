@@ -36,13 +36,7 @@ VARIANTS = [(norm_first, activation) for norm_first in (False, True) for activat
 VARIANT_IDS = [f"{'pre' if nf else 'post'}LN-{act}" for nf, act in VARIANTS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is faster than two and does not fight other processes for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def layer_kwargs(norm_first=False, activation="relu"):
