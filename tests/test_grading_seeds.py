@@ -20,6 +20,7 @@ RIGHT_ANSWERS = [
     (grading.check_attention_shapes, sdpa.make_attention, SEEDS),
     (grading.check_padding_mask, sdpa.make_attention, SEEDS),
     (grading.check_causal_mask, sdpa.make_attention, SEEDS),
+    (grading.check_attention_matches_reference, sdpa.make_attention, SEEDS),
     (grading.check_masked_softmax, bahdanau.make_masked_softmax, SEEDS),
     (grading.check_additive_scores, bahdanau.make_additive, SEEDS),
     (grading.check_additive_attention, bahdanau.make_additive, SEEDS),
@@ -55,6 +56,13 @@ def test_a_right_answer_passes_under_every_seed(check, make, seeds, capsys):
             failed[seed] = str(error)
     assert not failed, f"{len(failed)} of {seeds} seeds fail a right answer; first: {next(iter(failed.items()))}"
     assert capsys.readouterr().out.count("✓") == seeds
+
+
+def test_every_check_is_swept():
+    """A new check joins RIGHT_ANSWERS; the trained-model checks draw only which held-out examples to score."""
+    swept = {check.__name__ for check, _, _ in RIGHT_ANSWERS}
+    trained = {"check_trained_date_model", "check_trained_translator"}
+    assert {name for name in dir(grading) if name.startswith("check_")} - trained == swept
 
 
 def test_a_transposed_table_is_named_under_every_seed():
