@@ -82,12 +82,17 @@ def find_tampering(nb: nbformat.NotebookNode, release: nbformat.NotebookNode | N
 
 def run_checks(notebook: Path) -> CheckReport:
     """Execute a copy of ``notebook`` in its own folder and collect the outcome of every test cell."""
+    import zmq
     from nbclient import NotebookClient
+    from traitlets.config import Config
 
     notebook = Path(notebook)
     nb = nbformat.read(notebook, as_version=4)
     tampered = find_tampering(nb, _pristine_release(notebook))
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
+    # Encrypt the kernel's channels where pyzmq can: ipykernel 7.4 warns on every start over plain TCP, a warning
+    # a learner reading their check results could only worry about.
+    config = Config({"KernelManager": {"transport_encryption": "auto" if zmq.has("curve") else "disabled"}})
+    client = NotebookClient(nb, config=config, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(notebook.resolve().parent)}})
     client.execute()
     tests, unanswered = [], []

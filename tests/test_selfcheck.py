@@ -45,6 +45,7 @@ def test_blank_release_fails_and_file_is_untouched(course):
     proc = check(notebook)
     assert proc.returncode == 1
     assert "Automatic points: 0/10" in proc.stdout and "not written yet" in proc.stdout
+    assert "WARNING" not in proc.stderr, proc.stderr  # e.g. ipykernel's about unencrypted kernel channels
     assert hashlib.sha256(notebook.read_bytes()).hexdigest() == before
 
 
