@@ -221,8 +221,8 @@ def _grade_one_student(course: Path, assignment: str, student: str, staging: Pat
             rows.append(GradeRow(student, assignment, name, None, max_score, "failed", status.get("detail", "")))
         else:
             failing = [f"{g}: {c.error}" for g, c in sorted(result.cells.items()) if c.error] if result else []
-            manual = " Written answers await a human grader." if result and result.needs_manual_grade else ""
-            detail = ("; ".join(failing)[:500] or "all tests passed") + manual
+            manual = ["written answers await a human grader"] if result and result.needs_manual_grade else []
+            detail = "; ".join(["; ".join(failing)[:500] or "all tests passed", *manual])
             rows.append(GradeRow(student, assignment, name, result.score if result else 0.0, max_score, "graded", detail))
     return rows
 
