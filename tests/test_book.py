@@ -136,8 +136,9 @@ def test_chapter_shows_source_figures_math_quiz_and_notebook(built_book, name):
     for label in expected["equations"]:
         assert f'id="equation-{label}"' in page, f"{name}: equation {label} must be numbered and referenceable"
     assert "output traceback" not in page and "output stderr" not in page, f"{name}: a reader would see an error"
-    quiz = re.findall(r'<div class="(?=[^"]*\bdropdown\b)(?=[^"]*\badmonition\b)[^"]*"', page)
+    quiz = re.findall(r'<div class="cq-question\b', page)
     assert len(quiz) >= 3, f"{name} needs a self-check quiz of at least three questions"
+    assert "_static/quiz/quiz.js" in page, f"{name}: its quiz must load the script that scores it"
     assert "Self-check" in text
     if expected["notebook"]:
         assert expected["notebook"] in text, f"{name} must send the reader to {expected['notebook']}"

@@ -2,7 +2,7 @@
 
 Checks, per page: the chapter heading, every image loaded (naturalWidth > 0), every formula typeset by the
 local MathJax (no raw TeX left on the page, numbered equations), no console errors or uncaught exceptions, a
-self-check answer that opens on click, and not a single request leaving the machine (every non-file request is
+self-check quiz that scores a wrong and a right answer, and not a single request leaving the machine (every non-file request is
 recorded and blocked).
 
 Needs the Debian package ``chromium`` (``/usr/bin/chromium``, or set ``COURSE_CHROMIUM``) and the Python package
@@ -113,14 +113,21 @@ def test_page_renders_for_a_reader(built_book, browser, screenshots, entry):  # 
 
         page.screenshot(path=str(screenshots / f"{entry.replace('/', '_')}.png"), full_page=True)
 
-        dropdowns = page.locator("main .admonition.dropdown")
-        if dropdowns.count():  # a quiz answer is hidden until its question is clicked
-            first = dropdowns.first
+        questions = page.locator("main .cq-question")
+        if questions.count():  # the self-check quiz scores answers: a wrong pick first, then the right one
+            first = questions.first
             first.scroll_into_view_if_needed()
-            body = first.locator("p").last
-            assert not body.is_visible(), f"{entry}: quiz answers must be hidden until clicked"
-            first.locator(".admonition-title").click()
-            body.wait_for(state="visible", timeout=5_000)
+            choices = first.locator(".cq-choice")
+            wrong = next(i for i in range(choices.count()) if "cq-correct" not in choices.nth(i).get_attribute("class"))
+            right = next(i for i in range(choices.count()) if "cq-correct" in choices.nth(i).get_attribute("class"))
+            assert not choices.nth(right).locator(".cq-why").is_visible(), f"{entry}: quiz answers must stay hidden"
+            choices.nth(wrong).locator(".cq-button").click()
+            assert choices.nth(wrong).locator(".cq-why").is_visible(), f"{entry}: a wrong pick must say why"
+            assert not choices.nth(right).locator(".cq-why").is_visible(), f"{entry}: a wrong pick gave the answer away"
+            choices.nth(right).locator(".cq-button").click()
+            assert "Right" in first.locator(".cq-feedback").inner_text()
+            score = page.locator("main .cq-score").first.inner_text()
+            assert "0 of 1 answered right on the first try" in score or "Score: 0 of 1" in score, f"{entry}: {score}"
         assert not outside, f"{entry}: requests left the machine: {outside}"
         assert not console_errors, f"{entry}: console errors: {console_errors}"
     finally:
