@@ -1,13 +1,17 @@
 """Shared fixtures: the repository root, a scratch nbgrader course built from the committed sources, and one torch
 thread for the modules that train tiny models."""
 
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from coursekit.autograde import run_nbgrader
+from coursekit.bundle import build_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and list(p.glob("*.ipynb")))
@@ -42,3 +46,43 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def locked(path: Path) -> dict[str, list[tuple[str, str, frozenset[str]]]]:
+    """{package: [(version, marker, hashes)]} of a hash-pinned lock (a package may fork by Python version)."""
+    pins: dict[str, list[tuple[str, str, frozenset[str]]]] = {}
+    pattern = r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)(?: ; ([^\\]+?))? \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)"
+    for match in re.finditer(pattern, path.read_text(), flags=re.M):
+        pins.setdefault(match.group(1).lower().replace("_", "-"), []).append(
+            (match.group(2), match.group(3) or "", frozenset(re.findall(r"sha256:([0-9a-f]{64})", match.group(4)))))
+    return pins
+
+
+def run(*command, cwd: Path | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a command to completion; fail the test with its output when it exits non-zero."""
+    proc = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(map(str, command))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def fresh_venv(tmp_path_factory) -> Path:
+    """A new virtual environment as the README makes one: torch first, then coursekit's wheel with plain
+    ``pip install`` (no --no-deps), so it holds coursekit's declared dependencies and nothing more.
+
+    The lock's versions go in as plain constraints: they install nothing, they only keep the test from drifting
+    with new releases on PyPI. pip's cache makes the installs local.
+    """
+    root = tmp_path_factory.mktemp("fresh-install")
+    wheel = build_wheel(ROOT, root / "wheels")
+    venv = root / "venv"
+    run(sys.executable, "-m", "venv", venv)
+    python = venv / "bin" / "python"
+    pins = root / "pins.txt"
+    pins.write_text("\n".join(f"{name}=={version}" + (f" ; {marker}" if marker else "")
+                              for name, forks in locked(ROOT / "requirements.txt").items()
+                              for version, marker, _ in forks) + "\n")
+    run(python, "-m", "pip", "install", "--quiet", "--no-compile", "torch==2.13.0")
+    run(python, "-m", "pip", "install", "--quiet", "--no-compile", "-c", pins, wheel)
+    run(python, "-m", "pip", "check")
+    return venv
