@@ -52,7 +52,8 @@ lock:
 	cp requirements.txt .lock-venv/requirements.txt
 	$(LOCK) --extra course -o .lock-venv/requirements.txt
 	$(LOCK) --extra learner --constraints .lock-venv/requirements.txt -o .lock-venv/requirements-learner.txt
-	for lock in requirements.txt requirements-learner.txt; do cat .lock-venv/$$lock.header .lock-venv/$$lock > $$lock; done
+	for lock in requirements.txt requirements-learner.txt; do cat .lock-venv/$$lock.header .lock-venv/$$lock \
+		| grep -v '^    #   -c .lock-venv/' > $$lock; done
 
 clean:
 	rm -rf _build

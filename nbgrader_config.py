@@ -21,3 +21,9 @@ c.Execute.timeout = 120
 
 # A deleted test cell comes back from the gradebook instead of silently scoring nothing.
 c.OverwriteCells.add_missing_cells = True
+
+# Feedback pages, for every nbgrader command and the formgrader alike: hidden tests cleared, math as MathML (no
+# MathJax from a CDN), nbgrader's own page template otherwise (coursekit/feedback.py).
+import coursekit.feedback  # noqa: E402
+
+coursekit.feedback.configure(c)
