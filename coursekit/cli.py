@@ -11,6 +11,7 @@ Instructors (at the course root):
     coursekit bundle                          the learners' bundle: releases, coursekit wheel, lock, book
     coursekit collect ASSIGNMENT ZIP|DIR ...  hand-in zips into submitted/ (through nbgrader collect)
     coursekit grade ASSIGNMENT                autograde every submission
+    coursekit report ASSIGNMENT               the cohort on one offline page: scores, tests, commonest mistakes
     coursekit export                          write reports/gradebook.csv for a learning-management system
 """
 
@@ -119,6 +120,16 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from coursekit.cohort import write_report
+
+    page = write_report(Path.cwd(), args.assignment)
+    print(f"Wrote {page.relative_to(Path.cwd())}: open it in a browser (it works offline).")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coursekit", description="Attention Mechanisms and Transformers: course tools.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -152,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--cell-timeout", type=float, default=120.0, help="seconds per cell (default 120)")
     grade.add_argument("--notebook-timeout", type=float, default=600.0, help="seconds per notebook (default 600)")
     grade.set_defaults(func=_grade)
+    report = sub.add_parser("report", help="write reports/ASSIGNMENT/report.html: the cohort on one offline page")
+    report.add_argument("assignment", help="assignment name, e.g. sdpa")
+    report.set_defaults(func=_report)
     export = sub.add_parser("export", help="write one CSV of every student's points per assignment, for an LMS")
     export.add_argument("--output", default="reports/gradebook.csv", help="where to write (default reports/gradebook.csv)")
     export.set_defaults(func=_export)
