@@ -3,6 +3,7 @@
     coursekit start [ASSIGNMENT ...]          copy releases into work/ (never over your own work)
     coursekit check                           progress across every notebook in work/
     coursekit handin ASSIGNMENT --student ID  pack work/ASSIGNMENT into handin/<...>.zip for the instructor
+    points_so_far()                           the closing cell of each graded notebook: its tests, totalled
 
 A hand-in is a zip holding ``handin.json`` (who, what, when, each file's SHA-256) and the assignment's
 files under ``<assignment>/``; the instructor's ``coursekit collect`` turns it into a submission in
@@ -11,6 +12,7 @@ nbgrader's own exchange format, so it is graded exactly like one sent with ``nbg
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import zipfile
@@ -261,3 +263,97 @@ def handin(workspace: Workspace, assignment: str, student: str, out_dir: Path | 
             archive.write(path, f"{assignment}/{path.relative_to(folder).as_posix()}")
     partial.replace(target)  # a hand-in is either complete or absent
     return target, warnings
+
+
+# ---------------------------------------------------------------------------------------------------
+# points_so_far: the closing cell of every graded notebook
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PointsSoFar:
+    """The visible tests of one notebook, run now in the learner's kernel; shown as a table in JupyterLab."""
+
+    notebook: str
+    tests: tuple[tuple[str, float, bool, str], ...]  # (grade id, points, passed, first line of why not)
+    written: int  # written answers, graded by hand
+
+    @property
+    def earned(self) -> float:
+        return sum(points for _, points, passed, _ in self.tests if passed)
+
+    @property
+    def total(self) -> float:
+        return sum(points for _, points, _, _ in self.tests)
+
+    def _summary(self) -> str:
+        note = (f"; {self.written} written answer{'s' if self.written != 1 else ''} graded by hand"
+                if self.written else "")
+        return f"Points so far: {self.earned:g} of {self.total:g} from the tests above{note}."
+
+    def __repr__(self) -> str:
+        lines = [f"{'✓' if passed else '✗'} {grade_id}  {points if passed else 0:g}/{points:g}"
+                 + (f"  {why}" if why else "") for grade_id, points, passed, why in self.tests]
+        return "\n".join([*lines, self._summary()])
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = "".join(
+            f"<tr><td>{'✓' if passed else '✗'}</td><td><code>{html.escape(grade_id)}</code></td>"
+            f"<td style='text-align:right'>{points if passed else 0:g} / {points:g}</td><td>{html.escape(why)}</td></tr>"
+            for grade_id, points, passed, why in self.tests)
+        return (f"<table><thead><tr><th></th><th>Test</th><th>Points</th><th>Why not yet</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table><p><b>{html.escape(self._summary())}</b> When you hand it in, the "
+                "tests run again on fresh inputs, with hidden tests besides.</p>")
+
+
+def _this_notebook(namespace: dict) -> Path | None:
+    """The notebook this kernel runs: JupyterLab tells the kernel (``__session__``); else the one notebook here."""
+    session = namespace.get("__session__")
+    if isinstance(session, str) and session.endswith(".ipynb") and (Path.cwd() / Path(session).name).is_file():
+        return Path.cwd() / Path(session).name
+    here = sorted(Path.cwd().glob("*.ipynb"))
+    return here[0] if len(here) == 1 else None
+
+
+def points_so_far() -> PointsSoFar | str:
+    """Run this notebook's visible test cells again, now, in your kernel, and total their points.
+
+    The closing cell of every graded notebook calls this. It reads the test cells from the saved notebook, so
+    it counts the tests as the file holds them; your answers come from the kernel, as you last ran them.
+    """
+    import os
+    from contextlib import redirect_stderr, redirect_stdout
+
+    if os.environ.get("COURSEKIT_GRADING"):
+        return "(While grading, the grader runs the tests itself.)"
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        get_ipython = lambda: None  # noqa: E731
+    shell = get_ipython()
+    if shell is None:
+        return "Run this cell in Jupyter; in a terminal, `coursekit check NOTEBOOK` shows your points."
+    path = _this_notebook(shell.user_ns)
+    if path is None:
+        return "Could not tell which notebook this is; `coursekit check NOTEBOOK` shows your points."
+    cells = _read_json(path).get("cells", [])
+    tests, written = [], 0
+    for cell in cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if not meta.get("grade"):
+            continue
+        if meta.get("solution"):
+            written += cell.get("cell_type") == "markdown"
+            continue
+        source = "".join(cell.get("source", ""))
+        try:
+            with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+                exec(compile(shell.transform_cell(source), f"<test {meta.get('grade_id')}>", "exec"),  # noqa: S102
+                     shell.user_ns)
+            tests.append((meta.get("grade_id", "?"), float(meta.get("points", 0)), True, ""))
+        except Exception as err:  # noqa: BLE001 (a failing test is what this cell reports)
+            why = "not written yet" if isinstance(err, NotImplementedError) else \
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
+            tests.append((meta.get("grade_id", "?"), float(meta.get("points", 0)), False, why))
+    return PointsSoFar(path.name, tuple(tests), written)

@@ -245,3 +245,24 @@ def test_handins_reach_the_gradebook_through_collect_and_through_nbgraders_excha
     with (course / "reports" / "sdpa" / "grades.csv").open() as handle:
         grades = {row["student"]: (row["score"], row["max_score"], row["status"]) for row in csv.DictReader(handle)}
     assert grades == {"alice": ("10", "10", "graded"), exchanged[0]: ("4", "10", "graded")}
+
+
+def test_closing_cell_totals_the_points_so_far(tmp_path, monkeypatch):
+    """The closing cell reruns the notebook's visible tests in the learner's kernel and totals their points."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "exercises" / "sdpa" / "sdpa.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "sdpa-answer":
+            cell.source = SDPA_SUBMISSIONS["unscaled"]
+    nb.cells.append(nbformat.v4.new_code_cell("from coursekit.learner import points_so_far\n\npoints_so_far()"))
+    nbformat.write(nb, tmp_path / "sdpa.ipynb")
+    (tmp_path / "notes.ipynb").write_text((tmp_path / "sdpa.ipynb").read_text())  # JupyterLab says which is which
+    monkeypatch.setenv("JPY_SESSION_NAME", "work/sdpa/sdpa.ipynb")
+    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    result = nb.cells[-1].outputs[-1]["data"]
+    assert "Points so far: 5 of 10 from the tests above; 1 written answer graded by hand." in result["text/plain"]
+    assert "✗ test-values  0/3" in result["text/plain"] and "✓ test-padding  2/2" in result["text/plain"]
+    assert "<table>" in result["text/html"] and "<script" not in result["text/html"]
