@@ -163,9 +163,8 @@ def _sha256(paths: list[Path]) -> str:
 
 def _load_config(course: Path, settings: GradeSettings, staging: Path):
     """The course's nbgrader_config.py, with the trusted execution step in place of nbgrader's Execute."""
-    from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
-    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, GetGrades,
-                                        IgnorePattern, LimitOutput, SaveAutoGrades)
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
     from traitlets.config import Config
     from traitlets.config.loader import PyFileConfigLoader
 
@@ -181,9 +180,6 @@ def _load_config(course: Path, settings: GradeSettings, staging: Path):
     config.TrustedExecute.memory_mb = settings.memory_mb
     config.TrustedExecute.cell_timeout_s = settings.cell_timeout_s
     config.TrustedExecute.notebook_timeout_s = settings.notebook_timeout_s
-    # Feedback shows how each test went, never the hidden tests' source.
-    config.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
-    config.ClearHiddenTests.enforce_metadata = False
     return config
 
 
@@ -206,7 +202,6 @@ def _grade_one_student(course: Path, assignment: str, student: str, staging: Pat
         error = (outcome.get("error") or outcome.get("log") or "nbgrader failed").strip().splitlines()
         return [GradeRow(student, assignment, nb, None, 0.0, "failed",
                          problems.get(nb) or f"nbgrader could not grade it: {error[-1][:300]}") for nb in expected]
-    api.generate_feedback(assignment, student, force=True)
     scored = {r.notebook: r for r in read_results(course, assignment, [student])}
     rows = []
     for name in expected:

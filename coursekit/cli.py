@@ -11,6 +11,7 @@ Instructors (at the course root):
     coursekit bundle                          the learners' bundle: releases, coursekit wheel, lock, book
     coursekit collect ASSIGNMENT ZIP|DIR ...  hand-in zips into submitted/ (through nbgrader collect)
     coursekit grade ASSIGNMENT                autograde every submission
+    coursekit feedback ASSIGNMENT             feedback pages, after the written answers are graded by hand
     coursekit report ASSIGNMENT               the cohort on one offline page: scores, tests, commonest mistakes
     coursekit export                          write reports/gradebook.csv for a learning-management system
 """
@@ -105,8 +106,16 @@ def _grade(args: argparse.Namespace) -> int:
     if not rows:
         print(f"No submissions found in submitted/<student>/{args.assignment}/.")
         return 0
+    from coursekit.cohort import record_tests
+    from coursekit.notgraded import mark_not_graded
+
+    record_tests(Path.cwd(), args.assignment, rows)
+    flagged = mark_not_graded(Path.cwd(), args.assignment, rows)
     print(format_summary(rows))
-    print(f"Grades: reports/{args.assignment}/grades.csv   Feedback: feedback/<student>/{args.assignment}/")
+    print(f"Grades: reports/{args.assignment}/grades.csv (each test: tests.csv)." +
+          (f" {flagged} notebooks that could not be graded are flagged in the formgrader." if flagged else ""))
+    print(f"Next: grade written answers in the formgrader, then `coursekit feedback {args.assignment}`; "
+          f"`coursekit report {args.assignment}` shows the cohort.")
     return 0
 
 
@@ -117,6 +126,21 @@ def _export(args: argparse.Namespace) -> int:
 
     rows = export_gradebook(Path.cwd(), Path(args.output))
     print(f"Wrote {args.output}: {len(rows)} students.")
+    return 0
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from coursekit.feedback import generate_feedback
+
+    try:
+        pages = generate_feedback(Path.cwd(), args.assignment, pending_ok=args.pending_ok)
+    except RuntimeError as err:
+        print(f"coursekit feedback: {err}", file=sys.stderr)
+        return 1
+    print(f"Wrote {len(pages)} feedback pages in feedback/<student>/{args.assignment}/ (offline; no hidden tests). "
+          "Send each learner their folder, or `nbgrader release_feedback` on a hub.")
     return 0
 
 
@@ -163,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--cell-timeout", type=float, default=120.0, help="seconds per cell (default 120)")
     grade.add_argument("--notebook-timeout", type=float, default=600.0, help="seconds per notebook (default 600)")
     grade.set_defaults(func=_grade)
+    feedback = sub.add_parser("feedback", help="write feedback pages, after written answers are graded by hand")
+    feedback.add_argument("assignment", help="assignment name, e.g. sdpa")
+    feedback.add_argument("--pending-ok", action="store_true", help="write them even while written answers are ungraded")
+    feedback.set_defaults(func=_feedback)
     report = sub.add_parser("report", help="write reports/ASSIGNMENT/report.html: the cohort on one offline page")
     report.add_argument("assignment", help="assignment name, e.g. sdpa")
     report.set_defaults(func=_report)

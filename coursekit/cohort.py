@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 _LEADING = re.compile(r"^(?:[A-Za-z_][\w.]*: )?\[[a-z0-9.-]+\] ")  # "CheckFailed: [code] " before the sentence
+_CODE = re.compile(r"^(?:[A-Za-z_][\w.]*: )?\[(?P<code>[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)+)\] ")
 TESTS_COLUMNS = ("student", "assignment", "notebook", "test", "points", "max_points", "passed", "code", "message")
 
 
@@ -111,6 +112,42 @@ def compute(course_dir: Path, assignment: str) -> Cohort:
     cohort.diagnoses = sorted(((code, len(who), sorted(where[code]), messages[code].most_common(1)[0][0])
                                for code, who in learners.items()), key=lambda d: (-d[1], d[0]))
     return cohort
+
+
+def failure_code(message: str) -> str:
+    """The stable code a check's failure starts with (``CheckFailed: [sdpa.unscaled] ...``), or "".
+
+    The format is the grading checks' (a code in brackets at the start of the message); once
+    ``coursekit.grading.failure_code`` exists, this defers to it.
+    """
+    found = _CODE.match(message.strip())
+    return found["code"] if found else ""
+
+
+def record_tests(course_dir: Path, assignment: str, rows) -> Path:
+    """Write ``reports/<assignment>/tests.csv``: each graded learner's tests, points, code and message."""
+    from coursekit.autograde import read_results
+
+    course = Path(course_dir)
+    graded = {(r.student, r.notebook) for r in rows if r.status == "graded"}
+    results = read_results(course, assignment, sorted({s for s, _ in graded}))
+    target = course / "reports" / assignment / "tests.csv"
+    partial = target.with_suffix(".csv.partial")
+    with partial.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(TESTS_COLUMNS)
+        for result in results:
+            if (result.student, result.notebook) not in graded:
+                continue
+            for grade_id, cell in result.cells.items():
+                if cell.score is None and not cell.error:
+                    continue  # a written answer waiting for a human grader
+                passed = cell.score is not None and cell.score >= cell.max_score and not cell.error
+                writer.writerow([result.student, assignment, result.notebook, grade_id, f"{cell.score or 0:g}",
+                                 f"{cell.max_score:g}", "yes" if passed else "no", failure_code(cell.error),
+                                 cell.error])
+    partial.replace(target)
+    return target
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -89,3 +89,39 @@ def configure(c) -> None:
     c.ClearHiddenTests.enforce_metadata = False
     c.HTMLExporter.template_name = TEMPLATE
     c.HTMLExporter.extra_template_basedirs = [str(TEMPLATES), str(nbgrader_templates)]
+
+
+def pending_manual_grades(course_dir: Path, assignment: str) -> list[str]:
+    """``student/notebook`` of every submitted notebook whose written answers still wait for a human grader."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    from coursekit.autograde import course_db_url
+
+    pending = []
+    with Gradebook(course_db_url(Path(course_dir))) as gradebook:
+        try:
+            submissions = gradebook.assignment_submissions(assignment)
+        except MissingEntry:
+            return []
+        for submission in submissions:
+            pending += [f"{submission.student_id}/{nb.name}" for nb in submission.notebooks if nb.needs_manual_grade]
+    return sorted(pending)
+
+
+def generate_feedback(course_dir: Path, assignment: str, *, pending_ok: bool = False) -> list[Path]:
+    """Write ``feedback/<student>/<assignment>/`` for every autograded submission, after the hand grading.
+
+    Raises:
+        RuntimeError: while written answers are still ungraded (unless ``pending_ok``), naming them.
+    """
+    from coursekit.autograde import run_nbgrader
+
+    course = Path(course_dir).resolve()
+    pending = pending_manual_grades(course, assignment)
+    if pending and not pending_ok:
+        shown = ", ".join(pending[:8]) + (f" and {len(pending) - 8} more" if len(pending) > 8 else "")
+        raise RuntimeError(f"{len(pending)} notebooks still have written answers to grade by hand ({shown}). "
+                           "Grade them in the formgrader first, so the feedback carries their points, "
+                           "or pass --pending-ok to send feedback without them.")
+    run_nbgrader(course, "generate_feedback", assignment, "--force")
+    return sorted((course / "feedback").glob(f"*/{assignment}/*.html"))

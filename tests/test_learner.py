@@ -3,6 +3,7 @@ notebooks, and hand-ins that reach the instructor's gradebook (as zips through `
 nbgrader's own exchange), hostile hand-ins rejected."""
 
 import csv
+import html
 import json
 import re
 import shutil
@@ -56,7 +57,7 @@ def bundle(tmp_path_factory) -> Path:
     return unpack(archive, tmp_path_factory.mktemp("learner"))
 
 
-def secrets_of_the_sources() -> set[str]:
+def secrets_of_the_sources(kinds: str = "SOLUTION|HIDDEN TESTS") -> set[str]:
     """Lines of the solutions and hidden tests in solutions/ that the releases do not show (some instructions
     spell out a line of the answer on purpose)."""
     secrets = set()
@@ -64,7 +65,7 @@ def secrets_of_the_sources() -> set[str]:
         released = (ROOT / "exercises" / path.relative_to(ROOT / "solutions")).read_text()
         for cell in json.loads(path.read_text())["cells"]:
             source = "".join(cell["source"])
-            for block in re.findall(r"BEGIN (?:SOLUTION|HIDDEN TESTS)(.*?)### END", source, flags=re.S):
+            for block in re.findall(rf"BEGIN (?:{kinds})(.*?)### END", source, flags=re.S):
                 secrets |= {line.strip() for line in block.splitlines()
                             if len(line.strip()) > 25 and json.dumps(line.strip())[1:-1] not in released}
     return secrets
@@ -238,13 +239,52 @@ def test_handins_reach_the_gradebook_through_collect_and_through_nbgraders_excha
     exchanged = [p.name for p in (course / "submitted").iterdir() if p.name != "alice"]
     assert len(exchanged) == 1, exchanged  # nbgrader names the learner by their login
 
+    # Carol's notebook kills its own process: it cannot be graded, and must not look like a real 0.
+    carol = course / "submitted" / "carol" / "sdpa"
+    carol.mkdir(parents=True)
+    broken = json.loads((ROOT / "exercises" / "sdpa" / "sdpa.ipynb").read_text())
+    for cell in broken["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == "sdpa-answer":
+            cell["source"] = SDPA_SUBMISSIONS["reference"] + "\nimport os\nos._exit(0)\n"
+    (carol / "sdpa.ipynb").write_text(json.dumps(broken))
+
     # Graded by coursekit as installed with plain `pip install` into a fresh environment (tests/test_install.py).
     proc = subprocess.run([fresh_venv / "bin" / "coursekit", "grade", "sdpa"], cwd=course, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with (course / "reports" / "sdpa" / "grades.csv").open() as handle:
         grades = {row["student"]: (row["score"], row["max_score"], row["status"]) for row in csv.DictReader(handle)}
-    assert grades == {"alice": ("10", "10", "graded"), exchanged[0]: ("4", "10", "graded")}
+    assert grades == {"alice": ("10", "10", "graded"), exchanged[0]: ("4", "10", "graded"),
+                      "carol": ("", "10", "failed")}
+    with (course / "reports" / "sdpa" / "tests.csv").open() as handle:
+        codes = {(r["student"], r["test"]): r["code"] for r in csv.DictReader(handle) if r["passed"] == "no"}
+    assert {student for student, _ in codes} == {exchanged[0]}, "only bob's tests fail; carol is not graded"
+
+    # The formgrader shows carol flagged, with the reason, and no automatic score.
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        notebook = gradebook.find_submission_notebook("sdpa", "sdpa", "carol")
+        assert notebook.flagged and notebook.needs_manual_grade
+        assert notebook.comments[0].auto_comment.startswith("Not graded automatically: ")
+        assert not gradebook.find_submission_notebook("sdpa", "sdpa", "alice").flagged
+        # The instructor grades alice's written answer by hand, as in the formgrader.
+        written = gradebook.find_grade("written-answer", "sdpa", "sdpa", "alice")
+        written.manual_score = 1.5
+        gradebook.db.commit()
+
+    # Feedback comes after the hand grading, with its points; no hidden test, nothing from the network.
+    early = subprocess.run([COURSEKIT, "feedback", "sdpa"], cwd=course, capture_output=True, text=True, timeout=600)
+    assert early.returncode == 1 and "carol/sdpa" in early.stderr, "feedback refuses while hand grading is pending"
+    proc = coursekit("feedback", "sdpa", "--pending-ok", cwd=course)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    page = (course / "feedback" / "alice" / "sdpa" / "sdpa.html").read_text()
+    assert "Score: 11.5 / 12.0" in page and "Score: 1.5 / 2.0" in page, "the hand-graded points are in the page"
+    assert "<math" in page and not re.search(r"<script[^>]+src=|https?://[^\"' ]*(cdn|mathjax)", page, flags=re.I)
+    hidden = secrets_of_the_sources("HIDDEN TESTS")
+    visible = html.unescape(re.sub(r"<[^>]+>", "", page))  # the text a reader sees, highlighting removed
+    assert "grading.check_attention_shapes(scaled_dot_product_attention, seed=0)" in visible
+    assert hidden and not [line for line in hidden if line in visible], "a hidden test reached the feedback"
 
 
 def test_closing_cell_totals_the_points_so_far(tmp_path, monkeypatch):
