@@ -117,19 +117,50 @@ def _is_plain(obj: Any, depth: int = 0) -> bool:
 # The child: runs the learner's code, answers requests
 # ---------------------------------------------------------------------------------------------------
 
+MAX_FIGURE_BYTES = 2 * 2**20  # one PNG a cell displays (a course plot is 20-100 kB)
+MAX_DISPLAYS = 20  # per cell
+
+
+def _figures_displayed(displays: list[dict]) -> list[str]:
+    """The PNGs (base64) among what a cell displayed: the only display data the grader takes back."""
+    import base64
+
+    figures = []
+    for data in displays[:MAX_DISPLAYS]:
+        png = data.get("image/png")
+        if isinstance(png, bytes):
+            png = base64.b64encode(png).decode("ascii")
+        if isinstance(png, str) and len(png) <= MAX_FIGURE_BYTES * 4 // 3 + 4:
+            figures.append(png)
+    return figures
+
+
 class _Child:
     def __init__(self, rfd: int, wfd: int) -> None:
         self.rfd, self.wfd = rfd, wfd
         self.namespace: dict[str, Any] = {"__name__": "__main__"}
         self.handles: dict[int, Any] = {}
+        from IPython.core.displaypub import DisplayPublisher
         from IPython.core.interactiveshell import InteractiveShell
 
+        displays: list[dict] = []
+
+        class Capture(DisplayPublisher):  # what the cell displays (figures), kept for the feedback page
+            def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
+                displays.append(dict(data))
+
+            def clear_output(self, wait=False):
+                displays.clear()
+
         class Shell(InteractiveShell):
+            display_pub_class = Capture
+
             def enable_gui(self, gui=None):  # `%matplotlib inline` needs no event loop here
                 pass
 
         # A real IPython shell, so magics and get_ipython() in learners' cells behave as in Jupyter.
         self.shell = Shell.instance(user_ns=self.namespace)
+        self.displays = displays
 
     def encode(self, obj: Any) -> Any:
         if isinstance(obj, torch.Tensor):
@@ -158,13 +189,29 @@ class _Child:
     def run_cell(self, source: str) -> dict:
         out, err = io.StringIO(), io.StringIO()
         error = None
+        self.displays.clear()
         with redirect_stdout(out), redirect_stderr(err):
             result = self.shell.run_cell(source, store_history=True)  # history: a trailing ";" silences output
+            self._flush_figures()
         failure = result.error_before_exec or result.error_in_exec
         if failure is not None:
             error = (type(failure).__name__, str(failure))
         plain = lambda text: _ANSI.sub("", text)[-100_000:]  # noqa: E731 (IPython colours its tracebacks)
-        return {"stdout": plain(out.getvalue()), "stderr": plain(err.getvalue()), "error": error}
+        return {"stdout": plain(out.getvalue()), "stderr": plain(err.getvalue()), "error": error,
+                "figures": _figures_displayed(self.displays)}
+
+    def _flush_figures(self) -> None:
+        """Show the figures a cell left open, as Jupyter's inline backend does at the end of a cell."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None:
+            return
+        try:
+            for number in pyplot.get_fignums():
+                buffer = io.BytesIO()
+                pyplot.figure(number).savefig(buffer, format="png", bbox_inches="tight")
+                self.displays.append({"image/png": buffer.getvalue()})
+        finally:
+            pyplot.close("all")
 
     def handle(self, request: tuple) -> dict:
         op = request[0]
@@ -206,7 +253,7 @@ class _Child:
 
 def _child_main() -> None:
     rfd, wfd = int(sys.argv[2]), int(sys.argv[3])
-    os.environ["MPLBACKEND"] = "agg"
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # plt.show() displays, as in Jupyter
     # Nothing the learner prints may reach the protocol: stdin/stdout are /dev/null from here on.
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)

@@ -78,6 +78,21 @@ def _error_output(ename: str, evalue: str) -> NotebookNode:
     return new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
+def _figures(figures: list) -> list[NotebookNode]:
+    """The learner's plots, back as display data: PNGs only (checked by their signature), never HTML or script."""
+    import base64
+    import binascii
+
+    outputs = []
+    for figure in figures:
+        try:
+            if isinstance(figure, str) and base64.b64decode(figure[:24], validate=True).startswith(b"\x89PNG\r\n\x1a\n"):
+                outputs.append(new_output("display_data", data={"image/png": figure, "text/plain": "<Figure>"}))
+        except (binascii.Error, ValueError):
+            continue
+    return outputs
+
+
 def _stream(name: str, text: str) -> list[NotebookNode]:
     return [new_output("stream", name=name, text=text)] if text else []
 
@@ -117,6 +132,7 @@ class TrustedExecute(NbGraderPreprocessor):
                     else:
                         result = sandbox.run_cell(cell.source)
                         cell.outputs = _stream("stdout", result["stdout"]) + _stream("stderr", result["stderr"])
+                        cell.outputs += _figures(result.get("figures", []))
                         if result["error"]:
                             cell.outputs.append(_error_output(*result["error"]))
                             if _out_of_memory(*result["error"]):

@@ -2,6 +2,7 @@
 notebooks, and hand-ins that reach the instructor's gradebook (as zips through `coursekit collect`, and through
 nbgrader's own exchange), hostile hand-ins rejected."""
 
+import base64
 import csv
 import html
 import json
@@ -190,6 +191,11 @@ def test_handins_reach_the_gradebook_through_collect_and_through_nbgraders_excha
     answer(mine, {"sdpa-answer": SDPA_SUBMISSIONS["unscaled"]})
     first, _ = handin(workspace, "sdpa", "alice")
     answer(mine, {"sdpa-answer": SDPA_SUBMISSIONS["reference"], "written-answer": WRITTEN})
+    with_plot = json.loads(mine.read_text())  # alice draws her weights in a cell of her own
+    with_plot["cells"].insert(6, {"cell_type": "code", "execution_count": None, "id": "alice-plot", "metadata": {},
+                                  "outputs": [], "source": "import matplotlib.pyplot as plt\n"
+                                  "plt.imshow(weights[0].detach())\nplt.title('My attention weights')\nplt.show()"})
+    mine.write_text(json.dumps(with_plot))
     (laptop / "work" / "sdpa" / "scratch.txt").write_text("notes")
     second, warnings = handin(workspace, "sdpa", "alice", now=datetime(2030, 1, 1, tzinfo=timezone.utc))
     assert not warnings and first != second
@@ -280,6 +286,8 @@ def test_handins_reach_the_gradebook_through_collect_and_through_nbgraders_excha
     assert proc.returncode == 0, proc.stdout + proc.stderr
     page = (course / "feedback" / "alice" / "sdpa" / "sdpa.html").read_text()
     assert "Score: 11.5 / 12.0" in page and "Score: 1.5 / 2.0" in page, "the hand-graded points are in the page"
+    figures = re.findall(r'<img[^>]+src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(figures) == 1 and base64.b64decode(figures[0])[:8] == b"\x89PNG\r\n\x1a\n", "alice's plot is shown"
     assert "<math" in page and not re.search(r"<script[^>]+src=|https?://[^\"' ]*(cdn|mathjax)", page, flags=re.I)
     hidden = secrets_of_the_sources("HIDDEN TESTS")
     visible = html.unescape(re.sub(r"<[^>]+>", "", page))  # the text a reader sees, highlighting removed
