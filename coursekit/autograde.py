@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -125,7 +126,18 @@ def autograde(course_dir: Path, assignment: str, *, force: bool = True, timeout:
 # `coursekit grade`: every submission of an assignment, in parallel, trustworthy, idempotent
 # ---------------------------------------------------------------------------------------------------
 
-GRADE_COLUMNS = ("student", "assignment", "notebook", "score", "max_score", "status", "detail")
+GRADE_COLUMNS = ("student", "assignment", "notebook", "score", "max_score", "status", "codes", "detail")
+_CODE = re.compile(r"^(?:[A-Za-z_][\w.]*: )?\[(?P<code>[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)+)\] ")
+
+
+def failure_code(message: str) -> str:
+    """The stable code a check's failure starts with (``CheckFailed: [sdpa.unscaled] ...``), or "".
+
+    The format is the grading checks' (a code in brackets at the start of the message); once
+    ``coursekit.grading.failure_code`` exists, this defers to it.
+    """
+    found = _CODE.match(message.strip())
+    return found["code"] if found else ""
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,7 @@ class GradeRow:
     max_score: float
     status: str  # "graded" or "failed"
     detail: str = ""
+    codes: str = ""  # the failing tests' diagnosis codes, space-separated, for grouping mistakes
 
 
 @dataclass(frozen=True)
@@ -218,7 +231,9 @@ def _grade_one_student(course: Path, assignment: str, student: str, staging: Pat
             failing = [f"{g}: {c.error}" for g, c in sorted(result.cells.items()) if c.error] if result else []
             manual = ["written answers await a human grader"] if result and result.needs_manual_grade else []
             detail = "; ".join(["; ".join(failing)[:500] or "all tests passed", *manual])
-            rows.append(GradeRow(student, assignment, name, result.score if result else 0.0, max_score, "graded", detail))
+            codes = sorted({failure_code(c.error) for c in result.cells.values() if c.error} - {""}) if result else []
+            rows.append(GradeRow(student, assignment, name, result.score if result else 0.0, max_score, "graded", detail,
+                                 " ".join(codes)))
     return rows
 
 
@@ -322,7 +337,7 @@ def _write_csv(path: Path, rows: list[GradeRow]) -> None:
         writer.writerow(GRADE_COLUMNS)
         for row in rows:
             writer.writerow([row.student, row.assignment, row.notebook, "" if row.score is None else f"{row.score:g}",
-                             f"{row.max_score:g}", row.status, row.detail])
+                             f"{row.max_score:g}", row.status, row.codes, row.detail])
 
 
 def grade_assignment(course_dir: Path, assignment: str, settings: GradeSettings = GradeSettings()) -> list[GradeRow]:

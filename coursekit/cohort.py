@@ -28,7 +28,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 _LEADING = re.compile(r"^(?:[A-Za-z_][\w.]*: )?\[[a-z0-9.-]+\] ")  # "CheckFailed: [code] " before the sentence
-_CODE = re.compile(r"^(?:[A-Za-z_][\w.]*: )?\[(?P<code>[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)+)\] ")
 TESTS_COLUMNS = ("student", "assignment", "notebook", "test", "points", "max_points", "passed", "code", "message")
 
 
@@ -114,19 +113,9 @@ def compute(course_dir: Path, assignment: str) -> Cohort:
     return cohort
 
 
-def failure_code(message: str) -> str:
-    """The stable code a check's failure starts with (``CheckFailed: [sdpa.unscaled] ...``), or "".
-
-    The format is the grading checks' (a code in brackets at the start of the message); once
-    ``coursekit.grading.failure_code`` exists, this defers to it.
-    """
-    found = _CODE.match(message.strip())
-    return found["code"] if found else ""
-
-
 def record_tests(course_dir: Path, assignment: str, rows) -> Path:
     """Write ``reports/<assignment>/tests.csv``: each graded learner's tests, points, code and message."""
-    from coursekit.autograde import read_results
+    from coursekit.autograde import failure_code, read_results
 
     course = Path(course_dir)
     graded = {(r.student, r.notebook) for r in rows if r.status == "graded"}

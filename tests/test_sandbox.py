@@ -17,7 +17,7 @@ def box(tmp_path):
 
 def test_data_comes_back_as_copies_and_code_as_proxies(box):
     result = box.run_cell("import torch\nx = torch.arange(4.0)\ndef double(t):\n    return 2 * t, {'n': len(t)}\nprint('hi')")
-    assert result == {"stdout": "hi\n", "stderr": "", "error": None}
+    assert result == {"stdout": "hi\n", "stderr": "", "error": None, "figures": []}
     torch.testing.assert_close(box.lookup("x"), torch.arange(4.0))
     double = box.lookup("double")
     assert isinstance(double, RemoteObject)
@@ -73,3 +73,13 @@ def test_a_forged_reply_cannot_run_code_in_the_grader(box, tmp_path):
             "os.write(fd, struct.pack('!Q', len(data)) + data)\nos._exit(0)")
     with pytest.raises(SandboxError, match="not a valid reply"):
         box.run_cell(cell)
+
+
+def test_figures_come_back_as_png_and_nothing_else(box):
+    import base64
+
+    result = box.run_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.title('mine')\n"
+                          "from IPython.display import HTML, display\ndisplay(HTML('<script>alert(1)</script>'))")
+    assert result["error"] is None and len(result["figures"]) == 1, result
+    assert base64.b64decode(result["figures"][0])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert box.run_cell("plt.figure(); plt.show()\nplt.figure(); plt.plot([1])")["figures"].__len__() == 2
