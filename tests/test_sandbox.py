@@ -82,4 +82,5 @@ def test_figures_come_back_as_png_and_nothing_else(box):
                           "from IPython.display import HTML, display\ndisplay(HTML('<script>alert(1)</script>'))")
     assert result["error"] is None and len(result["figures"]) == 1, result
     assert base64.b64decode(result["figures"][0])[:8] == b"\x89PNG\r\n\x1a\n"
-    assert box.run_cell("plt.figure(); plt.show()\nplt.figure(); plt.plot([1])")["figures"].__len__() == 2
+    shown_then_left_open = box.run_cell("plt.figure(); plt.plot([2, 1]); plt.show()\nplt.figure(); plt.plot([1])")
+    assert len(shown_then_left_open["figures"]) == 2, "plt.show() and a figure left open both come back"
