@@ -167,7 +167,8 @@ class Transformer(EncoderDecoder):
         D = config.d_model
         self.tgt_embed = nn.Embedding(config.tgt_vocab_size, D)
         self.src_embed = self.tgt_embed if config.share_src_tgt_embeddings else nn.Embedding(config.src_vocab_size, D)
-        for embedding in {self.src_embed, self.tgt_embed}:
+        # A fixed order (not a set, which orders by memory address): the same seed must build the same model.
+        for embedding in dict.fromkeys((self.src_embed, self.tgt_embed)):
             nn.init.normal_(embedding.weight, std=D**-0.5)
         self.positions = SinusoidalPositionalEncoding(D, max_len=config.max_len, dropout=config.dropout)
         layer_kwargs = dict(d_model=D, nhead=config.nhead, dim_feedforward=config.dim_feedforward,

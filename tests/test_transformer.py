@@ -203,6 +203,14 @@ def test_embeddings_are_scaled_and_tied():
     assert 0.9 < (big.src_embed.weight * math.sqrt(256)).std().item() < 1.1
 
 
+def test_the_same_seed_builds_the_same_model():
+    # Many live models sit at many memory addresses: nothing in the build may depend on where an object lives.
+    models = [build(seed=3) for _ in range(16)]
+    for model in models[1:]:
+        for (name, ours), theirs in zip(model.state_dict().items(), models[0].state_dict().values()):
+            assert torch.equal(ours, theirs), f"{name} differs between two builds with the same seed"
+
+
 # ----- properties ------------------------------------------------------------------------------
 
 
