@@ -17,7 +17,7 @@ from coursekit.seq2seq import (
     RNNEncoderDecoder,
 )
 from coursekit.train import History, evaluate, load_checkpoint, save_checkpoint, sequence_loss, train
-from tests.test_seq2seq import STAGE_IDS, STAGES
+from tests.helpers import STAGE_IDS, STAGES
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -55,6 +55,20 @@ def test_sequence_loss_is_cross_entropy_over_real_tokens():
     mask = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 0, 0], [0, 1, 1, 1, 1]], dtype=torch.bool)
     expected = F.cross_entropy(logits.transpose(1, 2), target.masked_fill(mask, -100), ignore_index=-100)
     torch.testing.assert_close(sequence_loss(logits, target, mask), expected)
+
+
+def test_label_smoothing_matches_the_formula():
+    """Vaswani et al. (2017, section 5.4): q(k) = (1 - eps) [k = y] + eps / V, cross-entropy against q."""
+    torch.manual_seed(11)
+    logits, target = torch.randn(2, 3, 5), torch.randint(0, 5, (2, 3))
+    mask = torch.tensor([[False, False, True], [False, False, False]])
+    eps = 0.1
+    log_p = logits[~mask].log_softmax(-1)  # (N, V)
+    q = torch.full_like(log_p, eps / 5).scatter_add(1, target[~mask][:, None], torch.full((5, 1), 1 - eps))
+    expected = -(q * log_p).sum(-1).mean()
+    torch.testing.assert_close(sequence_loss(logits, target, mask, label_smoothing=eps), expected)
+    plain = F.cross_entropy(logits[~mask], target[~mask])
+    torch.testing.assert_close(sequence_loss(logits, target, mask, label_smoothing=0.0), plain)
 
 
 def test_evaluate_agrees_with_decoding_each_sequence_by_hand(task):
