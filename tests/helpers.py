@@ -28,7 +28,6 @@ STAGES = [
     (AttentionOnlyEncoderDecoder, AttentionOnlyConfig),
 ]
 STAGE_IDS = [cls.__name__ for cls, _ in STAGES]
-WITH_ATTENTION = [stage for stage in STAGES if stage[0] is not RNNEncoderDecoder]
 
 
 def random_batch(src_lengths, tgt_lengths, seed=0, src_v=SRC_V, tgt_v=TGT_V):

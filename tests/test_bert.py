@@ -199,6 +199,9 @@ def test_config_is_frozen_and_round_trips_through_hf_config_json():
     assert BertConfig().d_model == 768 and BertConfig().num_layers == 12 and BertConfig().layer_norm_eps == 1e-12
     with pytest.raises(ValueError, match="hidden_act"):
         BertConfig.from_hf_dict({**config.to_hf_dict(), "hidden_act": "relu"})
+    with pytest.warns(UserWarning, match="different hidden and attention dropout"):
+        mixed = BertConfig.from_hf_dict({**config.to_hf_dict(), "attention_probs_dropout_prob": 0.2})
+    assert mixed.dropout == config.dropout
     layer = BertModel(config).encoder.layers[0]
     assert layer.norm1.eps == 1e-12 and layer.activation.approximate == "none" and not layer.norm_first
 

@@ -17,9 +17,8 @@ from coursekit.seq2seq import (
     RNNConfig,
     RNNEncoderDecoder,
     SelfAttentiveRNNConfig,
-    SelfAttentiveRNNEncoderDecoder,
 )
-from tests.helpers import SRC_V, STAGE_IDS, STAGES, TGT_V, WITH_ATTENTION, random_batch
+from tests.helpers import SRC_V, STAGE_IDS, STAGES, TGT_V, random_batch
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 

@@ -26,6 +26,7 @@ Book: chapter "BERT".
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
