@@ -25,7 +25,7 @@ import dataclasses
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -211,7 +211,7 @@ def train_step(
 
 def train(
     model: nn.Module,
-    train_loader: DataLoader,
+    train_loader: Iterable,
     *,
     epochs: int | None = None,
     max_steps: int | None = None,
@@ -235,8 +235,8 @@ def train(
         model: any :class:`~coursekit.encoder_decoder.EncoderDecoder` with the defaults, or any model with
             its own ``loss_fn`` and ``evaluate_fn``; moved to ``device`` and left there. It may be wrapped in
             :class:`~torch.nn.parallel.DistributedDataParallel` (validation and checkpoints use the model inside).
-        train_loader: batches with a ``.to(device)``, e.g. :class:`~coursekit.data.Seq2SeqBatch` es from
-            :func:`coursekit.data.make_loader`. A :class:`~torch.utils.data.DistributedSampler` gets
+        train_loader: an iterable of batches with a ``.to(device)``, e.g. a loader of
+            :class:`~coursekit.data.Seq2SeqBatch` es from :func:`coursekit.data.make_loader`. A :class:`~torch.utils.data.DistributedSampler` gets
             ``set_epoch`` every epoch.
         epochs, max_steps, time_budget_s: stopping rules; give at least one. The time budget counts wall time
             from the start, evaluation included, and is checked after every step (on rank 0's clock when the
@@ -281,7 +281,7 @@ def train(
 
     bar = tqdm(total=max_steps, desc="training", unit="step", disable=not progress)
     for epoch in itertools.count(1):
-        if isinstance(train_loader.sampler, DistributedSampler):
+        if isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
             train_loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every process
         model.train()
         epoch_losses = []
@@ -307,7 +307,7 @@ def train(
         if progress:
             bar.write(History.format_row(row))
         if checkpoint_path is not None:
-            dataset = train_loader.dataset
+            dataset = getattr(train_loader, "dataset", None)
             save_checkpoint(checkpoint_path, inner, src_vocab=getattr(dataset, "src_vocab", None),
                             tgt_vocab=getattr(dataset, "tgt_vocab", None), optimizer=optimizer, history=history)
         if out_of_budget() or (epochs is not None and epoch >= epochs):
