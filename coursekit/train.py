@@ -99,32 +99,42 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 # --------------------------------------------------------------------------------------------------
 
 
-def sequence_loss(logits: Tensor, tgt_out: Tensor, tgt_key_padding_mask: Tensor, *,
-                  label_smoothing: float = 0.0) -> Tensor:
+def sequence_loss(logits: Tensor, tgt_out: Tensor, tgt_key_padding_mask: Tensor,
+                  *, label_smoothing: float = 0.0) -> Tensor:
     r"""Mean cross-entropy over the N real target tokens:
     :math:`-\frac{1}{N}\sum_{b,t} \log p(y_{b,t} \mid y_{b,<t}, x_b)`.
 
-    With ``label_smoothing`` :math:`\epsilon > 0` the target is smoothed (Szegedy et al., 2016; Vaswani et al.,
-    2017, section 5.4), :math:`q(k) = (1 - \epsilon)\,[k = y] + \epsilon / V`, and the loss is
-    :math:`-\frac{1}{N} \sum_{b,t} \sum_k q(k) \log p_{b,t}(k)`: "This hurts perplexity, as the model learns to
-    be more unsure, but improves accuracy and BLEU score."
+    With ``label_smoothing`` :math:`\epsilon > 0` the target is smoothed
+    (Szegedy et al., 2016; Vaswani et al., 2017, section 5.4),
+    :math:`q(k) = (1 - \epsilon)\,[k = y] + \epsilon / V`, and the loss is
+    :math:`-\frac{1}{N} \sum_{b,t} \sum_k q(k) \log p_{b,t}(k)`: "This hurts
+    perplexity, as the model learns to be more unsure, but improves accuracy
+    and BLEU score."
 
-    Shape: logits (B, T, V), tgt_out (B, T), tgt_key_padding_mask (B, T) True at padding -> a scalar.
+    Shape: logits (B, T, V), tgt_out (B, T), tgt_key_padding_mask (B, T)
+    True at padding -> a scalar.
     """
-    if logits.shape[:2] != tgt_out.shape or tgt_out.shape != tgt_key_padding_mask.shape:
+    if (logits.shape[:2] != tgt_out.shape
+            or tgt_out.shape != tgt_key_padding_mask.shape):
         raise ValueError(
-            f"logits {tuple(logits.shape)} must be (B, T, V) for tgt_out {tuple(tgt_out.shape)} and "
-            f"tgt_key_padding_mask {tuple(tgt_key_padding_mask.shape)}, both (B, T)"
+            f"logits {tuple(logits.shape)} must be (B, T, V) for tgt_out "
+            f"{tuple(tgt_out.shape)} and tgt_key_padding_mask "
+            f"{tuple(tgt_key_padding_mask.shape)}, both (B, T)"
         )
     real = ~tgt_key_padding_mask  # (B, T)
-    return F.cross_entropy(logits[real].float(), tgt_out[real], label_smoothing=label_smoothing)  # (N, V), (N,)
+    scores, targets = logits[real].float(), tgt_out[real]  # (N, V), (N,)
+    return F.cross_entropy(scores, targets, label_smoothing=label_smoothing)
 
 
-def teacher_forced_loss(model: EncoderDecoder, batch: Seq2SeqBatch, *, label_smoothing: float = 0.0) -> Tensor:
-    """The default ``loss_fn`` of :func:`train`: ``tgt_in`` ([START] + target) goes in, ``tgt_out`` (target +
-    [STOP]) is what the model must predict; :func:`sequence_loss` over the real target tokens."""
-    logits, _ = model(batch.src, batch.src_key_padding_mask, batch.tgt_in)  # (B, T, V)
-    return sequence_loss(logits, batch.tgt_out, batch.tgt_key_padding_mask, label_smoothing=label_smoothing)
+def teacher_forced_loss(model: EncoderDecoder, batch: Seq2SeqBatch,
+                        *, label_smoothing: float = 0.0) -> Tensor:
+    """The default ``loss_fn`` of :func:`train`: ``tgt_in`` ([START] + target)
+    goes in, ``tgt_out`` (target + [STOP]) is what the model must predict;
+    :func:`sequence_loss` over the real target tokens."""
+    logits, _ = model(batch.src, batch.src_key_padding_mask,
+                      batch.tgt_in)  # (B, T, V)
+    return sequence_loss(logits, batch.tgt_out, batch.tgt_key_padding_mask,
+                         label_smoothing=label_smoothing)
 
 
 @torch.no_grad()
@@ -192,10 +202,12 @@ def train_step(
     clip_grad_norm: float | None = 1.0,
     device: DeviceLike = "cpu",
 ) -> float:
-    """One update on one batch (already on ``device``): forward and loss, backward, clip, step. Returns the loss.
+    """One update on one batch (already on ``device``): forward and loss,
+    backward, clip, step. Returns the loss.
 
-    ``loss_fn(model, batch)`` is the model's own forward pass and loss; ``model`` may be wrapped in
-    :class:`~torch.nn.parallel.DistributedDataParallel`, whose backward averages the gradients of all processes.
+    ``loss_fn(model, batch)`` is the model's own forward pass and loss.
+    ``model`` may be wrapped in DistributedDataParallel, whose backward
+    averages the gradients of all processes.
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast(device):
