@@ -2,6 +2,7 @@
 that runs the optimisation step."""
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -42,9 +43,10 @@ def imports_of(path: Path, known: set[str], package_dir: Path = PACKAGE) -> set[
     return {module for module in found if module in known and module != name}
 
 
-def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+@functools.cache
+def import_graph(package: Path = PACKAGE) -> dict[str, frozenset[str]]:
     found = modules(package)
-    return {name: imports_of(path, set(found), package) for name, path in found.items()}
+    return {name: frozenset(imports_of(path, set(found), package)) for name, path in found.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
