@@ -99,8 +99,9 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 # --------------------------------------------------------------------------------------------------
 
 
-def sequence_loss(logits: Tensor, tgt_out: Tensor, tgt_key_padding_mask: Tensor,
-                  *, label_smoothing: float = 0.0) -> Tensor:
+def sequence_loss(logits: Tensor, tgt_out: Tensor,
+                  tgt_key_padding_mask: Tensor, *,
+                  label_smoothing: float = 0.0) -> Tensor:
     r"""Mean cross-entropy over the N real target tokens:
     :math:`-\frac{1}{N}\sum_{b,t} \log p(y_{b,t} \mid y_{b,<t}, x_b)`.
 
