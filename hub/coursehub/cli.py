@@ -62,16 +62,21 @@ def _say(message: str) -> None:
 # setup: the course environment, once, read-only to everyone else
 # ---------------------------------------------------------------------------------------------------------
 
-def _fingerprint(python: Path) -> str:
-    """What the installed environment depends on: a change to any of it means installing again."""
-    digest = hashlib.sha256(str(python.resolve()).encode())
-    files = [REPO / "requirements.txt", REPO / "pyproject.toml", REPO / "Makefile", HUB_DIR / "requirements.txt",
-             HUB_DIR / "pyproject.toml", HUB_DIR / "package.json", HUB_DIR / "package-lock.json"]
-    files += sorted((REPO / "coursekit").rglob("*.py")) + sorted((HUB_DIR / "coursehub").rglob("*.py"))
-    for path in files:
-        digest.update(str(path.relative_to(REPO)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+def _fingerprints(python: Path) -> dict[str, str]:
+    """What the installed environment depends on: its packages ("deps") and the course's own code ("code")."""
+    groups = {
+        "deps": [REPO / "requirements.txt", REPO / "pyproject.toml", REPO / "Makefile", HUB_DIR / "requirements.txt",
+                 HUB_DIR / "pyproject.toml", HUB_DIR / "package.json", HUB_DIR / "package-lock.json"],
+        "code": sorted((REPO / "coursekit").rglob("*.py")) + sorted((HUB_DIR / "coursehub").rglob("*.py")),
+    }
+    prints = {}
+    for group, files in groups.items():
+        digest = hashlib.sha256(str(python.resolve()).encode())
+        for path in files:
+            digest.update(str(path.relative_to(REPO)).encode())
+            digest.update(path.read_bytes())
+        prints[group] = digest.hexdigest()
+    return prints
 
 
 def _check_readable_by_others(python: Path) -> None:
@@ -87,32 +92,60 @@ def _check_readable_by_others(python: Path) -> None:
 
 
 def setup(prefix: Path, python: Path, force: bool = False) -> None:
-    """Install the course environment (``make setup`` with the hub's additions) and the proxy into ``prefix``."""
+    """Install the course environment (``make setup`` with the hub's additions) and the proxy into ``prefix``.
+
+    Nothing happens when nothing it depends on changed; when only coursekit's or the hub's own code changed,
+    only those two packages are installed again (seconds, not minutes).
+    """
     _require_root("setup")
     if not python.exists():
         raise HubError(f"no Python at {python}: install Debian's python3 and python3-venv, or pass --python")
     _check_readable_by_others(python)
     stamp = prefix / "installed.json"
-    fingerprint = _fingerprint(python)
-    if not force and stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
-        _say(f"the course environment in {prefix} is up to date")
-        return
+    prints = _fingerprints(python)
+    installed = json.loads(stamp.read_text()) if stamp.exists() else {}
+    env_dir = prefix / "env"
+    started = time.monotonic()
+    if not force and installed.get("deps") == prints["deps"] and (env_dir / "bin" / "python").exists():
+        if installed.get("code") == prints["code"]:
+            _say(f"the course environment in {prefix} is up to date")
+            return
+        _say(f"coursekit or the hub changed: installing them again into {env_dir}")
+        _install_course_code(env_dir)
+    else:
+        _install_everything(prefix, python)
+    _run(["chmod", "-R", "u+rwX,go+rX,go-w", str(prefix)])
+    _run(["chown", "-R", "root:root", str(prefix)])
+    _verify_as_nobody(prefix)
+    stamp.write_text(json.dumps({**prints, "python": str(python), "seconds": round(time.monotonic() - started)}) + "\n")
+    _say(f"installed in {time.monotonic() - started:.0f} s")
+
+
+def _install_everything(prefix: Path, python: Path) -> None:
     if shutil.which("npm") is None:
         raise HubError("npm is missing: install Debian's nodejs and npm packages (node 20 or newer)")
-    started = time.monotonic()
     prefix.mkdir(parents=True, exist_ok=True)
     os.chmod(prefix, 0o755)
     env_dir = prefix / "env"
     _say(f"installing the course environment into {env_dir} (a few minutes the first time)")
     # The course's own set-up, from the same pinned requirements a laptop gets...
     _run(["make", "-C", str(REPO), "--no-print-directory", "setup", f"VENV={env_dir}", f"PYTHON={python}"])
-    pip = [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    _run([*pip, "-r", str(HUB_DIR / "requirements.txt")])
+    _run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(HUB_DIR / "requirements.txt")])
     # A course hub runs offline and speaks for the course: JupyterLab's news and update checks stay off.
     _write(env_dir / "share" / "jupyter" / "lab" / "settings" / "overrides.json", json.dumps(LAB_OVERRIDES, indent=1) + "\n")
     # Every kernel tells its learner when the previous one was killed for running out of memory.
     _write(env_dir / "etc" / "ipython" / "ipython_kernel_config.py", KERNEL_CONFIG)
-    # ... then coursekit and the hub's own package as copies: learners never need to read the repository.
+    _install_course_code(env_dir)
+    proxy = prefix / "proxy"
+    proxy.mkdir(exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy(HUB_DIR / name, proxy)
+    _say("installing configurable-http-proxy from the npm registry")
+    _run(["npm", "ci", "--no-audit", "--no-fund", "--engine-strict", "--omit=dev"], cwd=proxy)
+
+
+def _install_course_code(env_dir: Path) -> None:
+    """coursekit and the hub's own package, as copies: learners never need to read the repository."""
     with tempfile.TemporaryDirectory() as scratch:
         course_src, hub_src = Path(scratch) / "coursekit", Path(scratch) / "coursehub"
         course_src.mkdir()
@@ -120,19 +153,8 @@ def setup(prefix: Path, python: Path, force: bool = False) -> None:
             shutil.copy(REPO / name, course_src)
         shutil.copytree(REPO / "coursekit", course_src / "coursekit", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(HUB_DIR, hub_src, ignore=shutil.ignore_patterns("__pycache__", "node_modules", "k8s"))
-        _run([*pip, "--no-deps", "--force-reinstall", str(course_src), str(hub_src)])
-    proxy = prefix / "proxy"
-    proxy.mkdir(exist_ok=True)
-    for name in ("package.json", "package-lock.json"):
-        shutil.copy(HUB_DIR / name, proxy)
-    _say("installing configurable-http-proxy from the npm registry")
-    _run(["npm", "ci", "--no-audit", "--no-fund", "--engine-strict", "--omit=dev"], cwd=proxy)
-    _run(["chmod", "-R", "u+rwX,go+rX,go-w", str(prefix)])
-    _run(["chown", "-R", "root:root", str(prefix)])
-    _verify_as_nobody(prefix)
-    stamp.write_text(json.dumps({"fingerprint": fingerprint, "python": str(python),
-                                 "seconds": round(time.monotonic() - started)}) + "\n")
-    _say(f"installed in {time.monotonic() - started:.0f} s")
+        _run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall",
+              str(course_src), str(hub_src)])
 
 
 KERNEL_CONFIG = ("# Written by course-hub setup: see coursehub/kernel_notice.py.\n"

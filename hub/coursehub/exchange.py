@@ -9,7 +9,9 @@ which no user can set back). :class:`OwnerCheckedCollect` uses them:
 
 - a submission whose folder is not owned by the student it names is refused, with an error in the log;
 - a submission changed after the time it claims is dated by its last change instead, and the collected
-  ``timestamp.txt`` says so, so nbgrader's late penalty sees the real time.
+  ``timestamp.txt`` says so, so nbgrader's late penalty sees the real time;
+- a submission made by hand without nbgrader's ``submission_secret.txt`` gets one, so that it cannot stop
+  ``nbgrader release_feedback`` for everyone after it.
 
 The instructor's ``nbgrader collect`` uses it through ``c.ExchangeFactory.collect`` (set by the course hub).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import datetime
 import os
 import pwd
+import secrets
 
 from nbgrader.exchange.default.collect import ExchangeCollect
 
@@ -46,6 +49,9 @@ class OwnerCheckedCollect(ExchangeCollect):
     def _path_to_record(self, path):
         record = super()._path_to_record(path)
         record["owner"] = _owner(path)
+        if record["owner"] != record["username"]:
+            self.log.error("Refused %s: it claims to be by %s but %s submitted it.",
+                           record["filename"], record["username"], record["owner"])
         changed = last_change(path)
         if changed - record["timestamp"] > GRACE:
             record["claimed"] = record["timestamp"]
@@ -57,16 +63,21 @@ class OwnerCheckedCollect(ExchangeCollect):
         return super()._sort_by_timestamp(genuine or records)
 
     def copy_files(self):
-        for record in [r for r in self.src_records if r["owner"] != r["username"]]:
-            self.log.error("Refused %s: it claims to be by %s but %s submitted it.",
-                           record["filename"], record["username"], record["owner"])
         self.src_records = [r for r in self.src_records if r["owner"] == r["username"]]
         super().copy_files()
         for record in self.src_records:
-            if "claimed" not in record:
-                continue
             dest = self.coursedir.format_path(self.coursedir.submitted_directory, record["username"],
                                               self.coursedir.assignment_id)
+            secret = os.path.join(dest, "submission_secret.txt")
+            if os.path.isdir(dest) and not os.path.exists(secret):
+                # Made by hand, not by `nbgrader submit`: without a secret `nbgrader release_feedback` would stop
+                # at this submission and release nobody's feedback after it.
+                self.log.warning("%s has no submission_secret.txt (not made by nbgrader submit): its author cannot "
+                                 "fetch its feedback.", record["filename"])
+                with open(secret, "w") as handle:
+                    handle.write(secrets.token_hex(64))
+            if "claimed" not in record:
+                continue
             stamp = record["timestamp"].strftime("%Y-%m-%d %H:%M:%S.%f UTC")
             self.log.warning("%s claims it was submitted at %s but was last changed at %s: dated by the change.",
                              record["filename"], record["claimed"], stamp)
