@@ -129,7 +129,9 @@ def _install_everything(prefix: Path, python: Path) -> None:
     env_dir = prefix / "env"
     _say(f"installing the course environment into {env_dir} (a few minutes the first time)")
     # The course's own set-up, from the same pinned requirements a laptop gets...
-    _run(["make", "-C", str(REPO), "--no-print-directory", "setup", f"VENV={env_dir}", f"PYTHON={python}"])
+    # (not the flags of a `make test` that runs us: its variables would override ours)
+    clean = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VENV", "PYTHON")}
+    _run(["make", "-C", str(REPO), "--no-print-directory", "setup", f"VENV={env_dir}", f"PYTHON={python}"], env=clean)
     _run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(HUB_DIR / "requirements.txt")])
     # A course hub runs offline and speaks for the course: JupyterLab's news and update checks stay off.
     _write(env_dir / "share" / "jupyter" / "lab" / "settings" / "overrides.json", json.dumps(LAB_OVERRIDES, indent=1) + "\n")
@@ -350,9 +352,8 @@ def run_as(hub: Hub, name: str, command: list[str], cwd: Path | None = None) -> 
 
     try:
         return subprocess.call(command, env=env, cwd=str(cwd or account.pw_dir), preexec_fn=become_user)
-    except FileNotFoundError as err:
-        raise HubError(f"cannot run {command[0]!r} as {name}: {err.strerror} (options such as --cwd go before the "
-                       "user's name: course-hub run --state DIR --cwd FOLDER NAME -- COMMAND...)") from err
+    except OSError as err:
+        raise HubError(f"cannot run {command[0]!r} as {name}: {err.strerror}") from err
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -540,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
             remove_user(Hub(args.state), args.name)
         elif args.command == "run":
             command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            if command and command[0].startswith("-"):
+                raise HubError(f"{command[0]} after the user's name: options such as --cwd go before it "
+                               "(course-hub run --state DIR --cwd FOLDER NAME -- COMMAND...)")
             if not command:
                 raise HubError("no command given: course-hub run --state DIR NAME -- COMMAND...")
             return run_as(Hub(args.state), args.name, command, args.cwd)
