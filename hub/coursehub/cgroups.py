@@ -229,8 +229,13 @@ def _rmdir_retry(directory: Path, timeout: float = 5.0) -> None:
             time.sleep(0.05)
 
 
+BASE_VARIABLE = "COURSEHUB_CGROUP_BASE"  # set by `course-hub start` on cgroup v2, see :func:`make_room_on_v2`
+
+
 def _parents(hub_name: str) -> tuple[int, list[Path]]:
     version, bases = _hierarchies()
+    if version == 2 and os.environ.get(BASE_VARIABLE):
+        bases = {c: Path(os.environ[BASE_VARIABLE]) for c in bases}
     unique = list(dict.fromkeys(bases[c] for c in ("memory", "cpu")))
     return version, [base / hub_name for base in unique]
 
@@ -257,6 +262,33 @@ def create(hub_name: str, server_name: str, limits: Limits) -> ServerCgroup:
         directory.mkdir(exist_ok=True)
     cgroup.apply(limits)
     return cgroup
+
+
+def make_room_on_v2(hub_name: str) -> Path | None:
+    """On cgroup v2, below the root: move this process into a leaf ``<own>/<hub_name>-hub`` and return ``<own>``.
+
+    cgroup v2 hands controllers to a cgroup's children only while the cgroup itself holds no process, and the hub
+    starts in the cgroup its service manager gave it. Moving the hub (this process, and so everything it starts)
+    into a leaf lets ``<own>`` hold the servers' cgroups beside it. That works for a service of its own (systemd:
+    ``Delegate=yes``); where other processes share the cgroup (a login shell's session) it fails with a
+    :class:`CgroupError` naming the fix. On cgroup v1, or at the root of a v2 hierarchy, it does nothing.
+    (This project's machines use cgroup v1, so this path has not run here.)
+    """
+    version, bases = _hierarchies()
+    base = bases["memory"]
+    if version == 1 or base == _v2_mount():
+        return None
+    leaf = base / f"{hub_name}-hub"
+    leaf.mkdir(exist_ok=True)
+    _write(leaf / "cgroup.procs", str(os.getpid()))
+    try:
+        _enable_v2_controllers(base)
+    except CgroupError as err:
+        raise CgroupError(f"{err} Other processes share the hub's cgroup {base}: start the hub as a service of its "
+                          "own with delegation, e.g. systemd-run --unit=coursehub -p Delegate=yes "
+                          "hub/course-hub start --state DIR") from err
+    os.environ[BASE_VARIABLE] = str(base)
+    return base
 
 
 def of_process(pid: int | str = "self") -> ServerCgroup:

@@ -374,10 +374,12 @@ def start(hub: Hub, log: Path | None = None) -> int:
     if not (hub.env / "bin" / "jupyterhub").exists() or not hub.proxy_command.exists():
         raise HubError(f"the course environment is not installed in {hub.prefix}: run `course-hub setup` first")
     _warn_if_solutions_readable()
+    cgroups.make_room_on_v2(hub.settings.name)  # inherited by the hub through COURSEHUB_CGROUP_BASE
     hub.private.mkdir(exist_ok=True)
     os.chmod(hub.private, 0o700)
     env = {"PATH": f"{hub.env / 'bin'}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-           "COURSEHUB_STATE": str(hub.state), "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32)}
+           "COURSEHUB_STATE": str(hub.state), "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32),
+           **({cgroups.BASE_VARIABLE: os.environ[cgroups.BASE_VARIABLE]} if cgroups.BASE_VARIABLE in os.environ else {})}
     command = [str(hub.env / "bin" / "python"), "-m", "coursehub.hub"]
     output = open(log, "ab") if log else None
     child = subprocess.Popen(command, env=env, cwd=str(hub.private), stdout=output,
