@@ -660,8 +660,10 @@ def test_a_back_dated_submission_is_dated_by_its_last_change(hub, submitted, gra
 
 def test_each_learner_fetches_their_own_feedback(hub, feedback):
     (ada,), (ben,) = feedback["ada"].values(), feedback["ben"].values()
-    assert "did not scale" not in ada and "did not scale" in ben
-    assert hub.user("ada") not in ben and hub.user("ben") not in ada
+    assert "(Score: 10.0 / 12.0)" in ada and "Late submission penalty" not in ada and "did not scale" not in ada
+    # ben's own: the mistake named, and the late penalty taking his five points
+    assert "did not scale" in ben
+    assert "(Score: 0.0 / 12.0)" in ben and "Late submission penalty (Score: -5.0)" in ben
 
 
 def test_no_learner_can_read_another_learners_work(hub, feedback):
