@@ -16,6 +16,7 @@ JupyterHub: that lives in the course environment, and ``start`` runs it from the
 from __future__ import annotations
 
 import argparse
+import fcntl
 import grp
 import hashlib
 import json
@@ -101,6 +102,14 @@ def setup(prefix: Path, python: Path, force: bool = False) -> None:
     if not python.exists():
         raise HubError(f"no Python at {python}: install Debian's python3 and python3-venv, or pass --python")
     _check_readable_by_others(python)
+    prefix.mkdir(parents=True, exist_ok=True)
+    os.chmod(prefix, 0o755)
+    with open(prefix / ".setup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one installation at a time: a second waits, then finds it done
+        _setup_locked(prefix, python, force)
+
+
+def _setup_locked(prefix: Path, python: Path, force: bool) -> None:
     stamp = prefix / "installed.json"
     prints = _fingerprints(python)
     installed = json.loads(stamp.read_text()) if stamp.exists() else {}
