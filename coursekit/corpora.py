@@ -78,7 +78,7 @@ class Definition(NamedTuple):
 def _split_gloss(gloss: str) -> tuple[str, tuple[str, ...]]:
     """'a domestic cat; "she stroked the cat"' -> ('a domestic cat', ('she stroked the cat',))."""
     examples = tuple(e.strip() for e in re.findall(r'"([^"]*)"', gloss) if e.strip())
-    definition = re.sub(r'"[^"]*"', "", gloss)
+    definition = re.sub(r'"[^"]*"', "", gloss).replace('"', "")  # one gloss has an unpaired quote
     definition = re.sub(r"\s*;[\s;]*", "; ", definition).strip(" ;")
     return definition, examples
 
