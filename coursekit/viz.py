@@ -91,7 +91,7 @@ def plot_training_curves(
 
     Returns:
         The figure. The right panel shows token accuracy and exact match when the run had a validation
-        loader; otherwise it says so.
+        loader (a classifier's ``valid_accuracy`` instead, when that is what the epochs hold); otherwise it says so.
     """
     data = history.to_dict() if hasattr(history, "to_dict") else dict(history)
     missing = {"steps", "loss", "epochs"} - set(data)
@@ -121,6 +121,11 @@ def plot_training_curves(
         accuracy_ax.plot(epoch_numbers, [row["exact_match"] for row in with_accuracy], "s-",
                          label="exact match (greedy)")
         accuracy_ax.set_ylim(-0.02, 1.02)
+        accuracy_ax.legend()
+    elif any("valid_accuracy" in row for row in epochs):  # a classifier: one label per example
+        rows = [row for row in epochs if "valid_accuracy" in row]
+        accuracy_ax.plot([row["epoch"] for row in rows], [row["valid_accuracy"] for row in rows], "o-",
+                         label="validation accuracy")
         accuracy_ax.legend()
     else:
         accuracy_ax.text(0.5, 0.5, "no validation loader:\nno accuracy recorded", ha="center", va="center",

@@ -105,3 +105,25 @@ def test_baselines_on_a_toy_task():
 def test_config_rejects_bad_pooling():
     with pytest.raises(ValueError, match="pooling"):
         ClassifierConfig(vocab_size=10, num_classes=2, pooling="max")
+
+
+def test_confusion_matrix_plot_reads_on_its_own():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from coursekit.viz import plot_confusion_matrix, plot_training_curves
+    from coursekit.train import History
+
+    ax = plot_confusion_matrix([[8, 2], [1, 9]], ["plant", "food"])
+    assert ax.get_title() and ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    assert len(ax.figure.axes) == 2  # the colorbar
+    assert "0.80" in [t.get_text().split("\n")[0] for t in ax.texts]
+    with pytest.raises(ValueError, match="classes"):
+        plot_confusion_matrix([[1, 2], [3, 4]], ["a", "b", "c"])
+    history = History(steps=[1, 2, 3], loss=[1.0, 0.8, 0.6], lr=[1e-3] * 3,
+                      epochs=[{"epoch": 1, "step": 3, "train_loss": 0.8, "valid_accuracy": 0.7}])
+    figure = plot_training_curves(history)
+    assert figure.axes[1].get_lines()[0].get_ydata().tolist() == [0.7]
+    plt.close("all")

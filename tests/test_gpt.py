@@ -194,3 +194,22 @@ def test_random_windows_shift_by_one():
     data = torch.arange(100)
     x, y = random_windows(data, 10, 4, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (4, 10) and torch.equal(y, x + 1)
+
+
+def test_language_model_curves_show_training_validation_and_baselines():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from coursekit.train import History
+    from coursekit.viz import plot_language_model_curves
+
+    history = History(steps=list(range(1, 101)), loss=[3.0 - 0.01 * i for i in range(100)], lr=[1e-3] * 100,
+                      epochs=[{"step": 50, "valid_perplexity": 9.0}, {"step": 100, "valid_perplexity": 7.0}])
+    ax = plot_language_model_curves(history, {"bigram": 12.0}, window=10)
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert any("training" in label for label in labels) and any("validation" in label for label in labels)
+    assert any("bigram" in label for label in labels)
+    assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel() and ax.get_yscale() == "log"
+    plt.close("all")
