@@ -456,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                           **COURSE_CONFIG},
              "test": report, "majority": majority_baseline(task.train, task.test),
              "bag_of_words": {k: bow[k] for k in ("accuracy", "weight_decay", "valid")},
-             "train_time_s": history.epochs[-1]["time_s"], "torch": torch.__version__}
+             "train_time_s": history.epochs[-1]["time_s"], "torch": str(torch.__version__)}
     if args.minilm_examples:
         extra["minilm"] = finetune_minilm(task, args.minilm_examples, device=args.device)
     with tempfile.TemporaryDirectory() as tmp:

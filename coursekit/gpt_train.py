@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     history = train_gpt(model, train_ids, valid_ids, settings, device=args.device)
     ppl = perplexity(model, valid_ids, settings.block, device=args.device)
     extra = {"settings": vars(settings), "baselines": baselines, "valid_perplexity": ppl,
-             "torch": torch.__version__, "train_time_s": history.epochs[-1]["time_s"]}
+             "torch": str(torch.__version__), "train_time_s": history.epochs[-1]["time_s"]}
     path = save_checkpoint(args.out, model.cpu(), tokenizer, history, extra)
     print(f"validation perplexity {ppl:.2f} (baselines {baselines}); wrote {path} "
           f"({path.stat().st_size / 1e6:.1f} MB)")

@@ -213,3 +213,21 @@ def test_language_model_curves_show_training_validation_and_baselines():
     assert any("bigram" in label for label in labels)
     assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel() and ax.get_yscale() == "log"
     plt.close("all")
+
+
+def test_the_books_checkpoint_beats_every_ngram_baseline_and_writes_shakespeare(root):
+    """The committed checkpoint (made by `python -m coursekit.gpt_train`) is what the GPT chapter shows."""
+    from coursekit.gpt_train import shakespeare_data
+
+    model, tok, history, extra = load_checkpoint(root / "book" / "_data" / "gpt_shakespeare.pt")
+    _, train, valid = shakespeare_data()
+    assert (root / "book" / "_data" / "gpt_shakespeare.pt").stat().st_size < 5e6
+    ppl = perplexity(model, valid[:30_001], device="cpu")
+    baselines = ngram_perplexities(train, valid[:30_001], len(tok))
+    assert ppl < 0.8 * baselines["trigram"] < baselines["bigram"] < baselines["unigram"], (ppl, baselines)
+    assert abs(ppl - extra["valid_perplexity"]) / extra["valid_perplexity"] < 0.15  # a slice of the same text
+    sample = tok.decode(generate(model, torch.tensor([tok.encode("  Ham. ")]), 200, temperature=0.8, top_k=10,
+                                 generator=torch.Generator().manual_seed(0))[0])
+    common = {"the", "and", "to", "of", "i", "my", "you", "that", "a", "in", "is", "not", "me", "it", "with"}
+    words = [w.strip(".,;:!?'-").lower() for w in sample.split()]
+    assert sum(w in common for w in words) >= 5, sample  # real words come out, not noise
