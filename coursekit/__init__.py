@@ -14,8 +14,12 @@ One module per concept, named as the book names it:
   key/value cache; :mod:`coursekit.translate`: training it to translate, also under ``torchrun``.
 - :mod:`coursekit.decoding`: greedy and beam search.
 - :mod:`coursekit.train`: the one training step and loop of every model, its history, checkpoints.
+- :mod:`coursekit.corpora`: real English text shipped in a package (WordNet definitions, Shakespeare).
+- :mod:`coursekit.classifier`: a Transformer text classifier from scratch, and its baselines.
 - :mod:`coursekit.bert`: BERT, a package: model, checkpoints, tokenizer, corpus, pretraining data, training,
   a downstream task, plots.
+- :mod:`coursekit.gpt`, :mod:`coursekit.gpt_train`: a decoder-only language model, generation with a
+  key/value cache, training on Shakespeare.
 - :mod:`coursekit.viz`: the course's plots (attention, positions, training).
 - :mod:`coursekit.grading`: the checks learners call in graded notebooks; :mod:`coursekit.selfcheck`,
   :mod:`coursekit.autograde`, :mod:`coursekit.trusted`, :mod:`coursekit.sandbox`: self-checks and

@@ -16,6 +16,7 @@ there are several lines and, for heat maps, a colorbar, so it can be read on its
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -211,7 +212,7 @@ def plot_training_curves(
 
     Returns:
         The figure. The right panel shows token accuracy and exact match when the run had a validation
-        loader; otherwise it says so.
+        loader (a classifier's ``accuracy`` instead, when that is what the epochs hold); otherwise it says so.
     """
     data = history.to_dict() if hasattr(history, "to_dict") else dict(history)
     missing = {"steps", "loss", "epochs"} - set(data)
@@ -241,6 +242,11 @@ def plot_training_curves(
         accuracy_ax.plot(epoch_numbers, [row["exact_match"] for row in with_accuracy], "s-",
                          label="exact match (greedy)")
         accuracy_ax.set_ylim(-0.02, 1.02)
+        accuracy_ax.legend()
+    elif any(key in row for row in epochs for key in ("accuracy", "valid_accuracy")):  # a classifier
+        key = "accuracy" if any("accuracy" in row for row in epochs) else "valid_accuracy"
+        rows = [row for row in epochs if key in row]
+        accuracy_ax.plot([row["epoch"] for row in rows], [row[key] for row in rows], "o-", label="validation accuracy")
         accuracy_ax.legend()
     else:
         accuracy_ax.text(0.5, 0.5, "no validation loader:\nno accuracy recorded", ha="center", va="center",
@@ -446,3 +452,58 @@ def plot_arc(rows: Sequence[Mapping[str, Any]], *, title: str = "The arc on one 
     figure.tight_layout()
     return figure
 
+
+def plot_language_model_curves(history: History | Mapping[str, Any], baselines: Mapping[str, float] | None = None, *,
+                               title: str = "Training a language model", window: int = 50,
+                               ax: Axes | None = None) -> Axes:
+    """Perplexity against steps: the training loss (moving average of ``window`` steps, as exp(loss)), the
+    validation perplexity at each evaluation, and a dashed line per baseline (e.g. n-gram perplexities).
+
+    Args:
+        history: a :class:`coursekit.train.History` (or its dict) whose ``epochs`` hold ``step`` and
+            ``valid_loss`` in nats per token, as :func:`coursekit.gpt_train.train_gpt` writes.
+    """
+    data = history.to_dict() if hasattr(history, "to_dict") else dict(history)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    loss = np.asarray(data["loss"], dtype=float)
+    if loss.size:
+        w = max(1, min(window, loss.size))
+        smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+        ax.plot(np.asarray(data["steps"])[w - 1:], np.exp(smooth), label=f"training (mean of {w} steps)", color="C0")
+    evals = [e for e in data["epochs"] if "valid_loss" in e]
+    if evals:
+        ax.plot([e["step"] for e in evals], [math.exp(e["valid_loss"]) for e in evals], "o-", color="C1",
+                label="validation (held-out works)")
+    for i, (name, value) in enumerate((baselines or {}).items()):
+        ax.axhline(value, linestyle="--", color=f"C{i + 2}", label=f"{name} baseline ({value:.1f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("perplexity per token (log scale)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return ax
+
+
+def plot_confusion_matrix(confusion: Sequence[Sequence[int]] | np.ndarray, classes: Sequence[str], *,
+                          title: str = "Confusion matrix (rows sum to 1)", ax: Axes | None = None) -> Axes:
+    """Row-normalised confusion matrix: row = true class, column = predicted; each cell says what share of
+    that class went where, with the count beside it. A colorbar gives the scale."""
+    counts = np.asarray(confusion, dtype=float)
+    if counts.shape != (len(classes), len(classes)):
+        raise ValueError(f"confusion must be (K, K) for {len(classes)} classes, got {counts.shape}")
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.0 * len(classes) + 2.5, 0.85 * len(classes) + 1.5))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.figure.colorbar(image, ax=ax, label="share of the true class", fraction=0.046, pad=0.04)
+    ax.set_xticks(range(len(classes)), labels=classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), labels=classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    for i, j in itertools.product(range(len(classes)), repeat=2):
+        ax.text(j, i, f"{shares[i, j]:.2f}\n({int(counts[i, j])})", ha="center", va="center", fontsize=7,
+                color="white" if shares[i, j] > 0.6 else "black")
+    return ax

@@ -13,7 +13,9 @@ import pytest
 import coursekit.attention
 import coursekit.bert
 import coursekit.bert.pretraining_data
+import coursekit.classifier
 import coursekit.decoding
+import coursekit.gpt
 import coursekit.positional
 import coursekit.seq2seq
 import coursekit.train
@@ -101,6 +103,14 @@ CHAPTERS = {
                 coursekit.bert.BertForPreTraining.compute_loss, coursekit.bert.BertForSequenceClassification.forward],
         equations=["eq-bert-input", "eq-mlm-loss", "eq-nsp-loss", "eq-bert-loss", "eq-bert-finetune"], figures=2,
         notebook="exercises/bert/bert.ipynb"),
+    "classifier": dict(
+        source=[coursekit.classifier.TransformerClassifier.encode, coursekit.classifier.TransformerClassifier.pool,
+                coursekit.classifier.classification_loss],
+        equations=["eq-classifier"], figures=3, notebook=None),
+    "gpt": dict(
+        source=[coursekit.gpt.CausalSelfAttention.forward, coursekit.gpt.GPTBlock.forward, coursekit.gpt.GPT.forward,
+                coursekit.gpt.next_token, coursekit.gpt.stream],
+        equations=["eq-perplexity", "eq-gpt-block"], figures=2, notebook=None),
     "where_next": dict(source=[], equations=[], figures=0, notebook=None),
 }
 
