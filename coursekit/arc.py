@@ -20,7 +20,8 @@ input gets longer.
 Every chapter of the arc reads the same cached run, so the book computes it once:
 ``run_arc(["baseline", "stage1"], directory="../_build/arc")``.
 
-Book: chapter "Introduction" (the whole picture) and each stage's chapter (that stage against the one before).
+Book: chapter "Attention Mechanisms and Transformers" (the introduction: the whole picture) and each
+stage's chapter (that stage against the one before).
 """
 
 from __future__ import annotations
@@ -67,16 +68,19 @@ LENGTH_BANDS = ((1, 15), (16, 30), (31, 45), (46, 60), (61, 75))
 
 
 def arc_task(per_digit_count: int = 2000, seed: int = 0) -> Task:
-    """Spelled-out English numbers, character by character, to their digits: ``"forty two"`` -> ``4 2``.
+    """English numbers spelled out, character by character, to their digits:
+    ``"forty two"`` -> ``4 2``.
 
-    ``per_digit_count`` numbers with 1 digit, as many with 2, ... up to 6 digits, drawn with ``seed``, split
-    80/5/15 into train, valid and test with no number in two splits.
+    ``per_digit_count`` numbers with 1 digit, as many with 2, ... up to 6 digits, drawn with
+    ``seed``, split 80/5/15 into train, valid and test with no number in two splits.
     """
     rng = random.Random(seed)
     numbers = [rng.randrange(10 ** (d - 1) if d > 1 else 0, 10**d)
                for d in range(1, 7) for _ in range(per_digit_count)]
-    pairs = [(list(" ".join(words)), digits) for words, digits in make_number_pairs(numbers, "en", "digits")]
-    train_pairs, valid_pairs, test_pairs = split_pairs(pairs, fractions=(0.8, 0.05, 0.15), seed=seed)
+    pairs = [(list(" ".join(words)), digits)  # (characters of the words, digits)
+             for words, digits in make_number_pairs(numbers, "en", "digits")]
+    train_pairs, valid_pairs, test_pairs = split_pairs(pairs, fractions=(0.8, 0.05, 0.15),
+                                                       seed=seed)
     src_vocab = Vocab.build(src for src, _ in train_pairs)
     tgt_vocab = Vocab.build(tgt for _, tgt in train_pairs)
     return Task(train_pairs, valid_pairs, test_pairs, src_vocab, tgt_vocab)
@@ -97,8 +101,9 @@ def band_of(length: int) -> str:
 
 @dataclass(frozen=True)
 class Budget:
-    """What every run of the arc gets: the same batches of the training split, in the same order (``seed``),
-    for ``steps`` updates of Adam at ``lr``, ramped up linearly over ``warmup_steps``, gradients clipped at 1."""
+    """What every run of the arc gets: the same batches of the training split, in the same
+    order (``seed``), for ``steps`` updates of Adam at ``lr``, ramped up linearly over
+    ``warmup_steps``, gradients clipped at 1."""
 
     steps: int = 400
     batch_size: int = 64

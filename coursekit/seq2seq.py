@@ -214,7 +214,8 @@ class BahdanauEncoderDecoder(EncoderDecoder):
     def encode(self, src: Tensor, src_key_padding_mask: Tensor) -> DecoderState:
         lengths = check_source(src, src_key_padding_mask, self.config.src_vocab_size)
         embedded = self.dropout(self.src_embed(src))  # (B, S, E)
-        annotations, final = run_encoder_rnn(self.encoder, embedded, lengths)  # (B, S, 2H), (2, B, H)
+        # annotations (B, S, 2H); final (2, B, H)
+        annotations, final = run_encoder_rnn(self.encoder, embedded, lengths)
         # final[1] is the backward GRU's last state, which ends at word 1 (appendix A.2.2)
         hidden = torch.tanh(self.init_state(final[1]))  # (B, H)
         return {"annotations": annotations, "src_key_padding_mask": src_key_padding_mask,
