@@ -1,0 +1,107 @@
+"""The book's source reads well without building it: the code a chapter shows fits the reading column, and the
+chapters coursekit's docstrings send readers to exist. (tests/test_book_browser.py checks the built pages at 1280 px:
+nothing in an article scrolls sideways.)"""
+
+import ast
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+# book/_vendor/course.css gives code about 98 characters at 1280 px; two are kept in reserve.
+COLUMN = 96
+CHAPTERS = sorted((ROOT / "book").glob("*.md"))
+
+
+def _code_cells(text: str):
+    """(first line number, body) of every code cell and ```python fence, hidden cells and their options left out."""
+    for match in re.finditer(r"^```(\{code-cell\}[^\n]*|python)\n(.*?)^```", text, flags=re.S | re.M):
+        body = match.group(2)
+        if body.startswith("---\n"):  # a YAML header (figure captions): not code
+            body = body.split("\n---\n", 1)[1] if "\n---\n" in body else ""
+        if re.match(r":tags: \[[^\]]*remove-(cell|input)", body):
+            continue
+        body = re.sub(r"^(:\w[\w-]*:.*\n)+", "", body)  # short-form cell options
+        yield text[: match.start()].count("\n") + 2, body
+
+
+def _shown_source(md: Path):
+    """(where, lines) of every object a chapter shows with ``literalinclude :pyobject:``, as the reader sees it."""
+    text = md.read_text()
+    for match in re.finditer(r"```\{literalinclude\} ([^\n]+)\n((?::[^\n]+\n)*)", text):
+        path = (md.parent / match.group(1).strip()).resolve()
+        options = dict(re.findall(r":(\w[\w-]*):[ \t]*(.*)", match.group(2)))
+        if "pyobject" not in options:
+            continue
+        node = _find(ast.parse(path.read_text()), options["pyobject"])
+        first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+        lines = path.read_text().splitlines()[first - 1: node.end_lineno]
+        if "start-at" in options:
+            lines = lines[next(i for i, line in enumerate(lines) if options["start-at"] in line):]
+        if "dedent" in options:
+            lines = textwrap.dedent("\n".join(lines)).splitlines()
+        yield f"{path.relative_to(ROOT)}:{first} ({options['pyobject']})", lines
+
+
+def _find(tree: ast.AST, qualname: str) -> ast.AST:
+    node = tree
+    for part in qualname.split("."):
+        node = next(n for n in node.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part)
+    return node
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_code_cells_fit_the_reading_column(md):
+    too_long = [f"line {start + i}: {len(line)} characters" for start, body in _code_cells(md.read_text())
+                for i, line in enumerate(body.splitlines()) if len(line) > COLUMN]
+    assert not too_long, f"{md.name}: code a reader would scroll sideways to read (max {COLUMN}): {too_long}"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_shown_source_fits_the_reading_column(md):
+    too_long = [f"{where}: {len(line)} characters: {line.strip()[:40]}..." for where, lines in _shown_source(md)
+                for line in lines if len(line) > COLUMN]
+    assert not too_long, f"{md.name} shows lines longer than {COLUMN} characters: {too_long}"
+
+
+def test_the_checks_above_see_the_code():
+    """They find every chapter's cells and listings, so a long line cannot hide from them."""
+    cells = sum(1 for md in CHAPTERS for _ in _code_cells(md.read_text()))
+    listings = sum(1 for md in CHAPTERS for _ in _shown_source(md))
+    assert cells > 100 and listings > 30, (cells, listings)
+
+
+def chapter_titles() -> set[str]:
+    """Every chapter's title, and its part before a colon ("GPT" for "GPT: a decoder that writes")."""
+    titles = set()
+    for md in CHAPTERS:
+        found = re.search(r"^# (.+)$", md.read_text(), flags=re.M)
+        if found:
+            titles |= {found.group(1).strip(), found.group(1).split(":")[0].strip()}
+    return titles
+
+
+def test_docstrings_cite_chapters_that_exist():
+    titles = chapter_titles()
+    cited: dict[str, list[str]] = {}
+    for path in (ROOT / "coursekit").rglob("*.py"):
+        for paragraph in re.findall(r"^Book: chapters? (.*?)(?:\n\s*\n|\n\"\"\")", path.read_text(), flags=re.S | re.M):
+            for name in re.findall(r'"([^"]+)"', paragraph):
+                cited.setdefault(name, []).append(str(path.relative_to(ROOT)))
+    assert len(cited) >= 8, cited
+    missing = {name: where for name, where in cited.items() if name not in titles}
+    assert not missing, f"docstrings cite chapters the book does not have: {missing}; titles: {sorted(titles)}"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_every_chapter_reads_as_a_notebook(md):
+    """What the book build does first, in a second instead of minutes: a caption with ": " in it, for one, is
+    invalid YAML and stops the whole build."""
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    text = md.read_text()
+    if text.startswith("---\njupytext:"):
+        read_myst_markdown_notebook(text, path=str(md))
