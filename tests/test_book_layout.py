@@ -105,3 +105,27 @@ def test_every_chapter_reads_as_a_notebook(md):
     text = md.read_text()
     if text.startswith("---\njupytext:"):
         read_myst_markdown_notebook(text, path=str(md))
+
+
+# ----- one numbering: a baseline and stages 1-4, the lecture notes' -------------------------------------------------
+
+ARC_CHAPTERS = {"seq2seq_rnn": "baseline", "bahdanau_attention": "stage 1", "self_attention": "stage 2",
+                "attention_without_rnn": "stage 3", "transformer": "stage 4"}
+
+
+@pytest.mark.parametrize(("chapter", "stage"), sorted(ARC_CHAPTERS.items()))
+def test_each_arc_chapter_says_which_stage_it_is_before_its_first_section(chapter, stage):
+    text = (ROOT / "book" / f"{chapter}.md").read_text()
+    opening = text.split("\n## ", 1)[0].lower()
+    assert f"**{stage}**" in opening, f"{chapter} should name itself the {stage} of the arc in its opening"
+
+
+def test_no_other_numbering_of_the_arc():
+    """Stages run 1-4 after the baseline everywhere: the book, coursekit's docstrings, the notebooks."""
+    wrong = re.compile(r"\b(first|second|third|fourth|fifth|sixth) stage\b|\bstage [05-9]\b", flags=re.I)
+    files = [*CHAPTERS, *(ROOT / "coursekit").rglob("*.py"), *(ROOT / "solutions").rglob("*.ipynb")]
+    found = [f"{path.relative_to(ROOT)}: {m.group(0)}" for path in files for m in wrong.finditer(path.read_text())]
+    assert not found, f"another numbering of the arc: {found}"
+    intro = (ROOT / "book" / "intro.md").read_text()
+    for stage in ("Baseline", "Stage 1", "Stage 2", "Stage 3", "Stage 4"):
+        assert f"| {stage} |" in intro, f"the introduction's table of the arc lacks {stage}"
