@@ -42,6 +42,7 @@ import torch
 from coursekit.data import (Seq2SeqBatch, Task, TranslationDataset, Vocab, collate_pairs, make_loader,
                             make_number_pairs, split_pairs)
 from coursekit.decoding import greedy_decode
+from coursekit.device import DeviceLike, get_device
 from coursekit.encoder_decoder import EncoderDecoder
 from coursekit.masks import padding_mask
 from coursekit.seq2seq import (
@@ -424,37 +425,42 @@ def _random_batch(n_src: int, n_tgt: int, batch_size: int, src_v: int, tgt_v: in
 
 def measure_timings(keys: Sequence[str] = STAGE_KEYS, *, directory: str | Path | None = None,
                     step_lengths: Sequence[int] = STEP_LENGTHS, source_lengths: Sequence[int] = SOURCE_LENGTHS,
-                    batch_size: int = 16, decoder_steps: int = 6, repeats: int = 3) -> Timings:
-    """Time one training step against n and one decoder step against N, for each run, on the CPU.
+                    batch_size: int = 16, decoder_steps: int = 6, repeats: int = 3,
+                    device: DeviceLike = "cpu") -> Timings:
+    """Time one training step against n and one decoder step against N, for each run.
 
     The models are untrained (the weights do not change the arithmetic) and get random ids from vocabularies of the
     arc task's sizes. Runs are timed in turn at each length, so a burst of other work on the machine slows them
-    alike. With ``directory``, timings measured there before with the same settings are read back instead.
+    alike. With ``directory``, timings measured there before with the same settings are read back instead. The book
+    times on the CPU; ``benchmarks/bench_arc.py`` also on a GPU, where a step that has no chain of sequential
+    operations runs its positions in parallel.
     """
+    device = get_device(device)
     settings = {"version": _VERSION, "keys": list(keys), "step_lengths": list(step_lengths),
                 "source_lengths": list(source_lengths), "batch_size": batch_size, "decoder_steps": decoder_steps,
-                "repeats": repeats, "configs": {k: _run(k).config(*_VOCAB_SIZES) for k in keys}}
+                "repeats": repeats, "configs": {k: _run(k).config(*_VOCAB_SIZES) for k in keys},
+                "device": device.type}
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = Path(directory) / "timings.json" if directory is not None else None
     saved = _read_json(path) if path is not None else None
     if saved is not None and saved.get("fingerprint") == fingerprint:
         return _timings_from_json(saved)
     sizes_only = _sizes_only(*_VOCAB_SIZES)
-    models = {key: build_model(key, sizes_only) for key in keys}
+    models = {key: build_model(key, sizes_only).to(device) for key in keys}
     found: dict[str, dict[str, dict[int, float]]] = {name: {k: {} for k in keys} for name in
                                                      ("train", "train_cpu", "decode", "decode_cpu")}
     for n in step_lengths:
         for i, (key, model) in enumerate(models.items()):
-            batch = _random_batch(n, n, batch_size, *_VOCAB_SIZES, seed=i)
+            batch = _random_batch(n, n, batch_size, *_VOCAB_SIZES, seed=i).to(device)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # a real update that changes nothing
             model.train()
-            step = lambda: train_step(model, batch, optimizer, device="cpu")  # noqa: E731
-            found["train"][key][n], found["train_cpu"][key][n] = _best_of(step, repeats)
+            step = lambda: train_step(model, batch, optimizer, device=device)  # noqa: E731
+            found["train"][key][n], found["train_cpu"][key][n] = _best_of(step, repeats, device)
     for n in source_lengths:
         for i, (key, model) in enumerate(models.items()):
-            batch = _random_batch(n, 1, 2 * batch_size, *_VOCAB_SIZES, seed=i)
+            batch = _random_batch(n, 1, 2 * batch_size, *_VOCAB_SIZES, seed=i).to(device)
             found["decode"][key][n], found["decode_cpu"][key][n] = _decoder_step(model, batch, decoder_steps,
-                                                                                 repeats)
+                                                                                 repeats, device)
     timings = Timings(found["train"], found["train_cpu"], found["decode"], found["decode_cpu"], batch_size,
                       decoder_steps, torch.get_num_threads())
     if path is not None:
@@ -474,18 +480,26 @@ def _timings_from_json(saved: dict[str, Any]) -> Timings:
                    saved["decoder_steps"], saved["threads"])
 
 
-def _best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # GPU work is queued: wait for it before reading the clock
+
+
+def _best_of(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[float, float]:
     """(wall, cpu) seconds of the fastest of ``repeats`` calls, after one call to warm up."""
     fn()
     best = (float("inf"), float("inf"))
     for _ in range(repeats):
+        _synchronize(device)
         wall, cpu = time.perf_counter(), time.process_time()
         fn()
+        _synchronize(device)
         best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
     return best
 
 
-def _decoder_step(model: EncoderDecoder, batch: Any, steps: int, repeats: int) -> tuple[float, float]:
+def _decoder_step(model: EncoderDecoder, batch: Any, steps: int, repeats: int,
+                  device: torch.device) -> tuple[float, float]:
     """(wall, cpu) seconds per decoder step: the best of ``repeats`` runs of ``steps`` steps, each after encoding
     the source (not timed), after one run to warm up."""
     model.eval()
@@ -494,10 +508,12 @@ def _decoder_step(model: EncoderDecoder, batch: Any, steps: int, repeats: int) -
         for attempt in range(repeats + 1):
             state = model.encode(batch.src, batch.src_key_padding_mask)
             token = batch.tgt_in[:, 0]
+            _synchronize(device)
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 logits, state, _ = model.decode_step(token, state)
                 token = logits.argmax(-1)
+            _synchronize(device)
             elapsed = ((time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps)
             if attempt:
                 best = min(best, elapsed)
