@@ -542,6 +542,7 @@ def arc_rows(results: dict[str, RunResult], timings: Timings | None = None) -> l
         rows.append({
             "key": key, "label": run.label, "short": run.short, "parameters": result.parameters,
             "exact_match": result.exact_match, "exact_by_band": result.band_exact_match(),
+            "final_loss": sum(result.history.loss[-20:]) / len(result.history.loss[-20:]),
             "band_counts": {band: n for band, (_, n) in result.bands.items()},
             "seconds_per_epoch": result.seconds_per_epoch, "cpu_seconds_per_epoch": result.cpu_seconds_per_epoch,
             "step_seconds": dict(timings.training_step_cpu.get(key, {})) if timings else {},
@@ -551,13 +552,16 @@ def arc_rows(results: dict[str, RunResult], timings: Timings | None = None) -> l
 
 
 def accuracy_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A Markdown table: exact match on the test split, overall and by input length."""
+    """A Markdown table: exact match on the test split, overall and by input length (the number of test inputs
+    in each band in brackets), and the training loss at the end of the budget (the mean of the last 20 steps)."""
     bands = list(rows[0]["exact_by_band"])
     counts = rows[0]["band_counts"]
-    head = "| model | all | " + " | ".join(f"{b} chars ({counts[b]})" for b in bands) + " |"
-    lines = [head, "|---|" + "---:|" * (len(bands) + 1)]
+    head = ("| model | all | " + " | ".join(f"{b} chars ({counts[b]})" for b in bands)
+            + " | training loss at the end |")
+    lines = [head, "|---|" + "---:|" * (len(bands) + 2)]
     for row in rows:
         cells = [f"{row['exact_match']:.1%}"] + [f"{row['exact_by_band'][b]:.1%}" for b in bands]
+        cells.append(f"{row['final_loss']:.3f}")
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -433,7 +433,7 @@ def plot_arc(rows: Sequence[Mapping[str, Any]], *, title: str = "The arc on one 
     step_ax.set_xscale("log", base=2)
     step_ax.set_yscale("log")
     step_ax.set(title="One training step against sequence length", xlabel="source and target length n",
-                ylabel="milliseconds (log scale)")
+                ylabel="CPU milliseconds per step (log scale)")
     if timed:
         step_ax.set_xticks(sorted(timed[0]["step_seconds"]), labels=[str(n) for n in sorted(timed[0]["step_seconds"])])
         step_ax.legend(fontsize=7.5)
