@@ -1,7 +1,6 @@
 """coursekit.grading.positional: each planted mistake earns its own diagnosis, the right answer passes every check,
 locally and through the sandbox's proxies (as under `coursekit grade`)."""
 
-import math
 
 import pytest
 import torch
@@ -10,63 +9,10 @@ import coursekit.positional
 from coursekit import grading
 from coursekit.attention import scaled_dot_product_attention
 from coursekit.grading import CheckFailed, ShortcutUsed
-from coursekit.masks import causal_mask
 from coursekit.sandbox import Limits, Sandbox
+from tests.helpers import column_exponent, make_layer, make_offset, make_table
 
-
-def make_table(*, first="sin", layout="interleave", exponent="2i", start=0, divide=True, transpose=False):
-    """A learner's sinusoidal_encoding, correct by default, with one mistake planted by a keyword."""
-    def sinusoidal_encoding(max_len, d_model):
-        pos = torch.arange(start, start + max_len, dtype=torch.float32)[:, None]
-        i = torch.arange(d_model // 2, dtype=torch.float32)
-        power = {"2i": 2 * i / d_model, "i": i / d_model}[exponent]
-        angle = pos * (10000.0 ** (-power) if divide else 10000.0 ** power)
-        a, b = (torch.sin(angle), torch.cos(angle)) if first == "sin" else (torch.cos(angle), torch.sin(angle))
-        table = torch.cat([a, b], 1) if layout == "concat" else torch.stack([a, b], 2).reshape(max_len, d_model)
-        return table.T if transpose else table
-    return sinusoidal_encoding
-
-
-def column_exponent(max_len, d_model):
-    pos = torch.arange(max_len, dtype=torch.float32)[:, None]
-    angle = pos / 10000.0 ** (torch.arange(d_model) / d_model)  # column j: 10000^(j/d)
-    table = torch.sin(angle)
-    table[:, 1::2] = torch.cos(angle[:, 1::2])
-    return table
-
-
-def make_offset(*, sign=1, fixed_k=None, bad_block=False):
-    def offset_matrix(k, d_model):
-        k = fixed_k if fixed_k is not None else k
-        M = torch.zeros(d_model, d_model)
-        for i in range(d_model // 2):
-            angle = k / 10000.0 ** (2 * i / d_model)
-            c, s = math.cos(angle), sign * math.sin(angle)
-            M[2 * i, 2 * i], M[2 * i, 2 * i + 1] = c, s
-            M[2 * i + 1, 2 * i], M[2 * i + 1, 2 * i + 1] = (s, c) if bad_block else (-s, c)
-        return M
-    return offset_matrix
-
-
-def make_layer(*, where="input", ignore=False, always=False, causal=False, no_slice=False):
-    """A learner's self_attention_layer, correct by default, with one mistake planted by a keyword."""
-    table_always = coursekit.positional.sinusoidal_table(20, 16) if always else None
-
-    def self_attention_layer(x, w_q, w_k, w_v, table=None):
-        table = table if table is not None else table_always
-        T = x.size(1)
-        mask = causal_mask(T) if causal else None
-        if table is not None and not ignore:
-            pe = table if no_slice else table[:T]
-            if where == "input":
-                x = x + pe
-            elif where == "qk":
-                q, k = (x + pe) @ w_q, (x + pe) @ w_k
-                return scaled_dot_product_attention(q, k, x @ w_v, attn_mask=mask)[0]
-            elif where == "output":
-                return scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v, attn_mask=mask)[0] + pe
-        return scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v, attn_mask=mask)[0]
-    return self_attention_layer
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: two threads only fight (see conftest.py)
 
 
 def test_correct_answers_pass(capsys):
@@ -110,7 +56,7 @@ def test_each_offset_mistake_gets_its_own_diagnosis(fn, message):
     (dict(ignore=True), grading.check_attention_with_positions, "ignores the table"),
     (dict(where="output"), grading.check_attention_with_positions, "added the positions to the output"),
     (dict(where="qk"), grading.check_attention_with_positions, "to the queries and keys only"),
-    (dict(no_slice=True), grading.check_attention_with_positions, r"x \+ table\[:T\]"),
+    (dict(no_slice=True), grading.check_attention_with_positions, r"\[layer.symptom.raised\] .*x = x \+ pe"),
 ])
 def test_each_layer_mistake_gets_its_own_diagnosis(mistake, check, message):
     with pytest.raises(CheckFailed, match=message):

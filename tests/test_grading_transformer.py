@@ -1,7 +1,6 @@
 """coursekit.grading.transformer: each planted mistake earns its own diagnosis, the right answer passes every check,
 locally and through the sandbox's proxies (as under `coursekit grade`)."""
 
-import math
 
 import pytest
 import torch
@@ -9,135 +8,13 @@ from torch import nn
 
 import coursekit.masks
 from coursekit import grading
-from coursekit.attention import MultiHeadAttention
 from coursekit.data import number_task
 from coursekit.grading import CheckFailed, ShortcutUsed
-from coursekit.positional import SinusoidalPositionalEncoding
 from coursekit.sandbox import Limits, Sandbox
-from coursekit.seq2seq import EncoderDecoder
 from coursekit.transformer_layers import TransformerEncoderLayer
+from tests.helpers import ffn, make_decoder, make_encoder, make_mask, make_model
 
-
-def make_mask(kind="right"):
-    def causal_mask(size):
-        above = torch.triu(torch.ones(size, size, dtype=torch.bool), diagonal=1)
-        return {"right": above, "inverted": ~above, "diagonal": torch.triu(torch.ones(size, size, dtype=torch.bool)),
-                "lower": above.T, "float": torch.zeros(size, size).masked_fill(above, float("-inf")),
-                "first-row": above & (torch.arange(size)[:, None] > 0)}[kind]
-    return causal_mask
-
-
-def ffn(block, x, relu=True):
-    hidden = block.linear1(x)
-    return block.linear2(torch.relu(hidden) if relu else hidden)
-
-
-def make_encoder(*, order="post", residual="both", relu=True, ignore_mask=False, causal=False):
-    """A learner's EncoderBlock, correct by default, with one mistake planted by a keyword."""
-    class EncoderBlock(nn.Module):
-        def __init__(self, d_model, nhead, dim_feedforward):
-            super().__init__()
-            self.self_attn = MultiHeadAttention(d_model, nhead)
-            self.linear1 = nn.Linear(d_model, dim_feedforward)
-            self.linear2 = nn.Linear(dim_feedforward, d_model)
-            self.norm1 = nn.LayerNorm(d_model)
-            self.norm2 = nn.LayerNorm(d_model)
-
-        def forward(self, src, src_key_padding_mask=None):
-            masks = dict(key_padding_mask=None if ignore_mask else src_key_padding_mask,
-                         attn_mask=make_mask()(src.size(1)) if causal else None)
-            if order == "pre":
-                normed = self.norm1(src)
-                x = src + self.self_attn(normed, normed, normed, **masks)[0]
-                return x + ffn(self, self.norm2(x), relu)
-            attended = self.self_attn(src, src, src, **masks)[0]
-            x = self.norm1(attended if residual == "attention" else src + attended)
-            return self.norm2(ffn(self, x, relu) if residual == "feed-forward" else x + ffn(self, x, relu))
-    return EncoderBlock
-
-
-def make_decoder(*, order="post", cross="memory", sublayers="self-first", ignore_tgt_mask=False,
-                 ignore_memory_mask=False):
-    """A learner's DecoderBlock, correct by default, with one mistake planted by a keyword."""
-    class DecoderBlock(nn.Module):
-        def __init__(self, d_model, nhead, dim_feedforward):
-            super().__init__()
-            self.self_attn = MultiHeadAttention(d_model, nhead)
-            self.multihead_attn = MultiHeadAttention(d_model, nhead)
-            self.linear1 = nn.Linear(d_model, dim_feedforward)
-            self.linear2 = nn.Linear(dim_feedforward, d_model)
-            self.norm1 = nn.LayerNorm(d_model)
-            self.norm2 = nn.LayerNorm(d_model)
-            self.norm3 = nn.LayerNorm(d_model)
-
-        def forward(self, tgt, memory, tgt_mask=None, memory_key_padding_mask=None):
-            def self_block(y):
-                return self.self_attn(y, y, y, attn_mask=None if ignore_tgt_mask else tgt_mask)[0]
-
-            def cross_block(y):
-                source = memory if cross == "memory" else y
-                kpm = None if ignore_memory_mask or cross != "memory" else memory_key_padding_mask
-                return self.multihead_attn(y, source, source, key_padding_mask=kpm)[0]
-
-            if order == "pre":
-                y = tgt + self_block(self.norm1(tgt))
-                y = y + cross_block(self.norm2(y))
-                return y + ffn(self, self.norm3(y))
-            first, second = (self_block, cross_block) if sublayers == "self-first" else (cross_block, self_block)
-            y = self.norm1(tgt + first(tgt))
-            y = self.norm2(y + second(y))
-            return self.norm3(y + ffn(self, y))
-    return DecoderBlock
-
-
-def make_model(*, scale=True, positions=True, causal=True, memory_mask=True, encoder_mask=True):
-    """A learner's Seq2SeqTransformer built from correct blocks, with one assembly mistake planted by a keyword."""
-    EncoderBlock, DecoderBlock = make_encoder(), make_decoder()
-
-    class Seq2SeqTransformer(EncoderDecoder):
-        def __init__(self, src_vocab_size, tgt_vocab_size, d_model=32, nhead=4, dim_feedforward=64, num_layers=2,
-                     max_len=32):
-            super().__init__()
-            self.d_model = d_model
-            self.src_embed = nn.Embedding(src_vocab_size, d_model)
-            self.tgt_embed = nn.Embedding(tgt_vocab_size, d_model)
-            self.positions = SinusoidalPositionalEncoding(d_model, max_len)
-            self.encoder_layers = nn.ModuleList(EncoderBlock(d_model, nhead, dim_feedforward) for _ in range(num_layers))
-            self.decoder_layers = nn.ModuleList(DecoderBlock(d_model, nhead, dim_feedforward) for _ in range(num_layers))
-            self.out = nn.Linear(d_model, tgt_vocab_size)
-
-        def embed(self, embedding, ids):
-            x = embedding(ids) * (math.sqrt(self.d_model) if scale else 1.0)
-            return self.positions(x) if positions else x
-
-        def encode_source(self, src, src_key_padding_mask):
-            x = self.embed(self.src_embed, src)
-            for layer in self.encoder_layers:
-                x = layer(x, src_key_padding_mask=src_key_padding_mask if encoder_mask else None)
-            return x
-
-        def decode_target(self, tgt_in, memory, src_key_padding_mask):
-            y = self.embed(self.tgt_embed, tgt_in)
-            mask = make_mask()(tgt_in.size(1)) if causal else None
-            for layer in self.decoder_layers:
-                y = layer(y, memory, tgt_mask=mask,
-                          memory_key_padding_mask=src_key_padding_mask if memory_mask else None)
-            return self.out(y)
-
-        def forward(self, src, src_key_padding_mask, tgt_in):
-            memory = self.encode_source(src, src_key_padding_mask)
-            return self.decode_target(tgt_in, memory, src_key_padding_mask), None
-
-        def encode(self, src, src_key_padding_mask):
-            memory = self.encode_source(src, src_key_padding_mask)
-            return {"memory": memory, "src_key_padding_mask": src_key_padding_mask,
-                    "tokens": src.new_empty(src.size(0), 0)}
-
-        def decode_step(self, token, state):
-            tokens = torch.cat([state["tokens"], token[:, None]], dim=1)
-            logits = self.decode_target(tokens, state["memory"], state["src_key_padding_mask"])
-            return logits[:, -1], {**state, "tokens": tokens}, None
-    return Seq2SeqTransformer
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: two threads only fight (see conftest.py)
 
 
 def test_correct_answers_pass(capsys):
@@ -191,7 +68,7 @@ def test_cross_attention_over_the_target_with_the_memory_mask_is_explained():
             y = self.norm2(y + self.multihead_attn(y, y, y, key_padding_mask=memory_key_padding_mask)[0])
             return self.norm3(y + ffn(self, y))
 
-    with pytest.raises(CheckFailed, match="Cross-attention takes its keys and values from memory"):
+    with pytest.raises(CheckFailed, match=r"\[decoder.symptom.raised\] .*key_padding_mask must have shape \(B, S\) = \(3, 5\)"):
         grading.check_decoder_block(CrossFromTarget, seed=0)
 
 
@@ -255,13 +132,16 @@ def numbers():
     return number_task(0, 200, "en", "de", seed=0)
 
 
-def test_the_trained_translator_check(numbers, capsys):
+def test_the_trained_translator_check_scores_every_held_out_number(numbers, capsys):
     torch.manual_seed(0)
     model = make_model()(len(numbers.src_vocab), len(numbers.tgt_vocab), d_model=16, nhead=2, dim_feedforward=32)
-    with pytest.raises(CheckFailed, match=r"translates \d+% of 20 held-out numbers exactly; it needs 80%"):
-        grading.check_trained_translator(model, numbers, seed=0, n=20)
-    grading.check_trained_translator(model, numbers, seed=0, n=20, min_exact=0.0)
-    assert "of 20 held-out numbers" in capsys.readouterr().out
+    held_out = len(numbers.valid) + len(numbers.test)
+    with pytest.raises(CheckFailed, match=rf"translates \d+% of the {held_out} held-out numbers exactly; it needs 70%. "
+                                          r"For example: '[a-z ]+' -> '[^']*' instead of '[^']+'") as caught:
+        grading.check_trained_translator(model, numbers)
+    assert caught.value.code == "translator.symptom.low-score"
+    grading.check_trained_translator(model, numbers, min_exact=0.0)
+    assert f"of the {held_out} held-out numbers" in capsys.readouterr().out
 
 
 LEARNER = '''

@@ -21,6 +21,7 @@ from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, Shor
                                     expect_pair, expect_tensor, first_line, fused_attention, generator,
                                     held_out_exact_match, max_gap, register_task, seed_or_fresh, seeded_module,
                                     shape_of, softmax_rows_ok, where)
+from coursekit.grading.diagnosis import Symptom, symptom_failure
 from coursekit.masks import padding_mask
 
 _POLICY = ShortcutPolicy(
@@ -28,8 +29,8 @@ _POLICY = ShortcutPolicy(
     instead="the layers you were given (self.W_q, self.W_k, self.v) and basic tensor operations "
             "(torch.tanh, softmax, masked_fill, matmul)",
 )
-SOFTMAX_TASK = register_task("the masked softmax", _POLICY)
-ADDITIVE_TASK = register_task("additive (Bahdanau) attention", _POLICY)
+SOFTMAX_TASK = register_task("the masked softmax", _POLICY, code="softmax")
+ADDITIVE_TASK = register_task("additive (Bahdanau) attention", _POLICY, code="additive")
 
 DQ, DK, DV, HIDDEN = 6, 10, 4, 8
 
@@ -67,7 +68,7 @@ def check_masked_softmax(fn: Callable, seed: int | None = None) -> None:
     g = generator(seed)
     B, T, S = 3, 4, 6
     scores = 3 * torch.randn(B, T, S, generator=g)
-    got = expect_tensor(call(fn, SOFTMAX_TASK, scores), "masked_softmax(scores) (no mask)")
+    got = expect_tensor(call(fn, SOFTMAX_TASK, scores), "masked_softmax(scores) (no mask)", SOFTMAX_TASK)
     want = _reference_masked_softmax(scores, None)
     if got.shape != want.shape:
         raise CheckFailed(f"For scores of shape (B, T, S) = {tuple(scores.shape)} the weights must have the same shape; "
@@ -84,7 +85,7 @@ def check_masked_softmax(fn: Callable, seed: int | None = None) -> None:
 
     lengths = torch.tensor([S, 3, 1])
     kpm = padding_mask(lengths, S)  # (B, S), True at padding
-    got = expect_tensor(call(fn, SOFTMAX_TASK, scores, kpm), "masked_softmax(scores, key_padding_mask)")
+    got = expect_tensor(call(fn, SOFTMAX_TASK, scores, kpm), "masked_softmax(scores, key_padding_mask)", SOFTMAX_TASK)
     if got.shape != (B, T, S):
         raise CheckFailed(f"With key_padding_mask the weights must still have shape (B, T, S) = {(B, T, S)}; yours have "
                           f"{tuple(got.shape)}. Give the (B, S) mask a query dim: key_padding_mask[:, None, :]. {where(seed)}")
@@ -121,7 +122,7 @@ def check_additive_scores(cls: Any, seed: int | None = None) -> None:
     g = generator(seed)
     B, T, S = 2, 3, 5
     query, key = torch.randn(B, T, DQ, generator=g), torch.randn(B, S, DK, generator=g)
-    got = expect_tensor(call(module.score, ADDITIVE_TASK, query, key), "score(query, key)")
+    got = expect_tensor(call(module.score, ADDITIVE_TASK, query, key), "score(query, key)", ADDITIVE_TASK)
     with torch.no_grad():
         q = reference.W_q(query).unsqueeze(2)  # (B, T, 1, h)
         k = reference.W_k(key).unsqueeze(1)  # (B, 1, S, h)
@@ -167,13 +168,13 @@ def check_additive_attention(cls: Any, seed: int | None = None) -> None:
                          torch.randn(B, S, DV, generator=g))
     lengths = torch.tensor([S, 4, 2])
     kpm = padding_mask(lengths, S)
-    scores = expect_tensor(call(module.score, ADDITIVE_TASK, query, key), "score(query, key)")
+    scores = expect_tensor(call(module.score, ADDITIVE_TASK, query, key), "score(query, key)", ADDITIVE_TASK)
     if scores.shape != (B, T, S):
         raise CheckFailed(f"Your score returns shape {tuple(scores.shape)} instead of (B, T, S) = {(B, T, S)}; "
                           "fix it first (see the test of the scores).")
     for mask in (None, kpm):
         out, weights = expect_pair(call(module, ADDITIVE_TASK, query, key, value, key_padding_mask=mask),
-                                   "Your forward")
+                                   ADDITIVE_TASK, "Your forward")
         want_w = _reference_masked_softmax(scores, mask)
         want_out = want_w @ value
         if weights.shape != (B, T, S):
@@ -208,7 +209,7 @@ def check_single_step(cls: Any, seed: int | None = None) -> None:
     B, S = 3, 5
     query, key, value = (torch.randn(B, DQ, generator=g), torch.randn(B, S, DK, generator=g),
                          torch.randn(B, S, DV, generator=g))
-    want_out, want_w = expect_pair(call(module, ADDITIVE_TASK, query[:, None, :], key, value), "Your forward")
+    want_out, want_w = expect_pair(call(module, ADDITIVE_TASK, query[:, None, :], key, value), ADDITIVE_TASK, "Your forward")
     if want_out.dim() != 3 or want_out.shape[:2] != (B, 1) or want_w.shape != (B, 1, S):
         raise CheckFailed(f"For queries of shape (B, T, Dq) = {(B, 1, DQ)} your forward returns {tuple(want_out.shape)} "
                           f"and {tuple(want_w.shape)} instead of (B, T, Dv) and (B, T, S); fix that first (Test 3).")
@@ -222,7 +223,7 @@ def check_single_step(cls: Any, seed: int | None = None) -> None:
             f"{type(err).__name__}: {first_line(err)}. Treat it as T = 1: query.unsqueeze(1) -> "
             "(B, 1, Dq), attend as usual, then squeeze dim 1 of the context and the weights."
         ) from None
-    out, weights = expect_pair(result, "Your forward")
+    out, weights = expect_pair(result, ADDITIVE_TASK, "Your forward")
     dv = want_out.shape[-1] if want_out.dim() == 3 else DV
     if out.shape == (B, 1, dv) or weights.shape == (B, 1, S):
         raise CheckFailed(f"For one query per sequence, (B, Dq) = {tuple(query.shape)}, return the context as (B, Dv) = "
@@ -242,23 +243,24 @@ def check_single_step(cls: Any, seed: int | None = None) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def check_trained_date_model(model: Any, task: Any, seed: int | None = None, n: int = 200,
-                             min_exact: float = 0.8) -> None:
-    """Greedy-decode ``n`` held-out dates (valid and test splits) with the learner's trained model.
+# The whole held-out set, 797 dates: the reference solution writes 92% of them exactly; realistic mistakes land at
+# 92-99% (relu for tanh, no mask, masks filled with 0) or at 0-15% (no tanh, tanh outside, an inverted mask, softmax
+# over the queries). 50% sits far from all of them (measured on CPU; see tests/test_notebooks.py).
+TRAINED_BAR = 0.5
 
-    ``seed=0`` takes the first ``n`` test dates; other seeds draw ``n`` of the held-out dates at random.
-    Passes when at least ``min_exact`` of them come out exactly right.
-    """
-    seed = seed_or_fresh(seed)
+
+def check_trained_date_model(model: Any, task: Any, min_exact: float = TRAINED_BAR) -> None:
+    """Greedy-decode EVERY held-out date of ``task`` (valid and test splits) with the learner's trained model; pass
+    when at least ``min_exact`` come out exactly right. No seed: the verdict depends on the trained model alone."""
     try:
-        exact, count = held_out_exact_match(model, task, seed, n, ADDITIVE_TASK)
+        score = held_out_exact_match(model, task, ADDITIVE_TASK, name="Your trained model")
     except ShortcutUsed:
         raise ShortcutUsed("Your model still attends with coursekit's AdditiveAttention: replace it with yours, "
-                           "model.attention = AdditiveAttention(...), before training.") from None
-    if exact < min_exact:
-        raise CheckFailed(
-            f"Your trained model writes {exact:.0%} of {count} held-out dates exactly right; it needs "
-            f"{min_exact:.0%}. Check the tests above first; then make sure the training cell ran to the end "
-            f"(loss well below 0.1). {where(seed)}"
-        )
-    print(f"✓ your attention translates {exact:.0%} of {count} held-out dates exactly")
+                           "model.attention = AdditiveAttention(...), before training.", code="additive.shortcut") from None
+    if score.exact < min_exact:
+        raise symptom_failure("dates", Symptom(
+            "low-score", f"Your trained model writes {score.exact:.0%} of the {score.count} held-out dates exactly "
+                         f"right; it needs {min_exact:.0%}. For example: {score.examples()}. The model attends with "
+                         "your AdditiveAttention: if a test above fails, fix that first; then make sure the training "
+                         "cell ran to the end (loss well below 0.1)."), None)
+    print(f"✓ your attention translates {score.exact:.0%} of the {score.count} held-out dates exactly")

@@ -27,10 +27,10 @@ _POLICY = ShortcutPolicy(
     {},
     instead="torch.rand, torch.randint, torch.where, F.cross_entropy and plain Python",
 )
-MASKING_TASK = register_task("BERT's masking rule", _POLICY)
-PAIR_TASK = register_task("packing a sentence pair", _POLICY)
-NSP_TASK = register_task("next-sentence pairs", _POLICY)
-LOSS_TASK = register_task("the pretraining loss", _POLICY)
+MASKING_TASK = register_task("BERT's masking rule", _POLICY, code="masking")
+PAIR_TASK = register_task("packing a sentence pair", _POLICY, code="pair")
+NSP_TASK = register_task("next-sentence pairs", _POLICY, code="nsp")
+LOSS_TASK = register_task("the pretraining loss", _POLICY, code="loss")
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL_IDS = [PAD, UNK, CLS, SEP, MASK]
@@ -271,7 +271,7 @@ def check_pretraining_loss(fn: Callable, seed: int | None = None) -> None:
     except (RuntimeError, ValueError, IndexError) as err:
         raise CheckFailed(f"Your loss raised {type(err).__name__}: {first_line(err)}. F.cross_entropy wants the classes "
                           "in dim 1: flatten the MLM logits to (B*S, V) and the labels to (B*S,).") from None
-    got = expect_tensor(got, "pretraining_loss(...)")
+    got = expect_tensor(got, "pretraining_loss(...)", LOSS_TASK)
     if got.numel() != 1:
         raise CheckFailed(f"The loss must be a single number (a 0-dim tensor); yours has shape {tuple(got.shape)}.")
     got = got.reshape(())

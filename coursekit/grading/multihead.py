@@ -30,9 +30,9 @@ _POLICY = ShortcutPolicy(
     torch_multihead(),
     instead="the projections you were given, your split_heads and merge_heads, and scaled_dot_product_attention",
 )
-SELF_ATTENTION_TASK = register_task("self-attention", _POLICY)
-HEADS_TASK = register_task("splitting and merging heads", _POLICY)
-MHA_TASK = register_task("multi-head attention", _POLICY)
+SELF_ATTENTION_TASK = register_task("self-attention", _POLICY, code="selfattn")
+HEADS_TASK = register_task("splitting and merging heads", _POLICY, code="heads")
+MHA_TASK = register_task("multi-head attention", _POLICY, code="mha")
 
 D, H = 16, 4
 DH = D // H
@@ -63,7 +63,7 @@ def check_self_attention(fn: Callable, seed: int | None = None) -> None:
                 f"{tuple(x.shape)} and w_q of shape (D, Dk) = {tuple(w_q.shape)}, the queries are x @ w_q (B, T, Dk); "
                 "likewise x @ w_k and x @ w_v."
             ) from None
-        out, weights = expect_pair(result, "Your self_attention")
+        out, weights = expect_pair(result, SELF_ATTENTION_TASK, "Your self_attention")
         q, k, v = x @ w_q, x @ w_k, x @ w_v
         want_out, want_w = _reference_sdpa(q, k, v, key_padding_mask=mask)
         if out.shape == (B, T, d) and weights.shape == (B, T, T) and close(out, weights @ x):
@@ -106,7 +106,7 @@ def check_split_heads(fn: Callable, seed: int | None = None) -> None:
     seed = seed_or_fresh(seed)
     B, L = 2, 5
     x = torch.randn(B, L, D, generator=generator(seed))
-    got = expect_tensor(call(fn, HEADS_TASK, x, H), "split_heads(x, num_heads)")
+    got = expect_tensor(call(fn, HEADS_TASK, x, H), "split_heads(x, num_heads)", HEADS_TASK)
     want = x.view(B, L, H, DH).transpose(1, 2)  # (B, H, L, Dh)
     if got.shape == (B, L, H, DH):
         raise CheckFailed(f"Your split_heads returns (B, L, H, Dh) = {tuple(got.shape)}: put the heads before the "
@@ -134,7 +134,7 @@ def check_merge_heads(fn: Callable, seed: int | None = None) -> None:
     seed = seed_or_fresh(seed)
     B, L = 2, 5
     x = torch.randn(B, H, L, DH, generator=generator(seed))
-    got = expect_tensor(call(fn, HEADS_TASK, x), "merge_heads(x)")
+    got = expect_tensor(call(fn, HEADS_TASK, x), "merge_heads(x)", HEADS_TASK)
     want = x.transpose(1, 2).reshape(B, L, D)
     if got.shape != (B, L, D):
         raise CheckFailed(f"For x of shape (B, H, L, Dh) = {tuple(x.shape)}, merge_heads must return (B, L, D) = "
@@ -210,7 +210,7 @@ _MISTAKES = (
 def _compare_with_torch(module: Any, reference: nn.MultiheadAttention, state: dict[str, torch.Tensor],
                         query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, seed: int, what: str,
                         **masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    out, weights = expect_pair(call(module, MHA_TASK, query, key, value, **masks), "Your forward")
+    out, weights = expect_pair(call(module, MHA_TASK, query, key, value, **masks), MHA_TASK, "Your forward")
     with torch.no_grad():
         want_out, want_w = reference(query, key, value, need_weights=True, **masks)  # weights averaged over heads
     B, T, S = query.size(0), query.size(1), key.size(1)
@@ -277,7 +277,7 @@ def check_multihead_masks(cls: Any, seed: int | None = None) -> None:
         ("a key padding mask", dict(key_padding_mask=kpm), kpm[:, None, :].expand(B, T, T)),
         ("a causal mask", dict(attn_mask=mask), mask.expand(B, T, T)),
     ):
-        out, weights = expect_pair(call(module, MHA_TASK, x, x, x, **masks), "Your forward")
+        out, weights = expect_pair(call(module, MHA_TASK, x, x, x, **masks), MHA_TASK, "Your forward")
         if weights.shape == (B, T, T):
             label = "which is padding" if "padding" in what else "a later position (future leakage)"
             leak = masked_weight_report(weights, forbidden, label)

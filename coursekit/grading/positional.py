@@ -24,9 +24,9 @@ _POLICY = ShortcutPolicy(
     {},
     instead="torch.arange, torch.sin, torch.cos and basic tensor operations",
 )
-TABLE_TASK = register_task("the sinusoidal positional encoding", _POLICY)
-OFFSET_TASK = register_task("relative positions as rotations", _POLICY)
-LAYER_TASK = register_task("self-attention with positional encodings", _POLICY)
+TABLE_TASK = register_task("the sinusoidal positional encoding", _POLICY, code="table")
+OFFSET_TASK = register_task("relative positions as rotations", _POLICY, code="offset")
+LAYER_TASK = register_task("self-attention with positional encodings", _POLICY, code="layer")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -82,7 +82,7 @@ def check_sinusoidal_table(fn: Callable, seed: int | None = None) -> None:
     if max_len >= d_model:  # skip d_model itself: a square table could not show which way round it is
         max_len += 1
     for max_len, d_model in [(50, 16), (max_len, d_model)]:
-        got = expect_tensor(call(fn, TABLE_TASK, max_len, d_model), f"sinusoidal_encoding({max_len}, {d_model})")
+        got = expect_tensor(call(fn, TABLE_TASK, max_len, d_model), f"sinusoidal_encoding({max_len}, {d_model})", TABLE_TASK)
         want = _reference_table(max_len, d_model)
         if got.shape == (d_model, max_len) and max_len != d_model:
             raise CheckFailed(f"Your table has shape (d_model, max_len) = {tuple(got.shape)}: one ROW per position, "
@@ -118,7 +118,7 @@ def check_offset_matrix(fn: Callable, seed: int | None = None) -> None:
     d_model, max_len = 16, 64
     table = _reference_table(max_len, d_model).double()
     for k in (1, int(torch.randint(2, 12, (), generator=g))):
-        M = expect_tensor(call(fn, OFFSET_TASK, k, d_model), f"offset_matrix({k}, {d_model})").double()
+        M = expect_tensor(call(fn, OFFSET_TASK, k, d_model), f"offset_matrix({k}, {d_model})", OFFSET_TASK).double()
         if M.shape != (d_model, d_model):
             raise CheckFailed(f"offset_matrix({k}, {d_model}) must be a (d_model, d_model) = {(d_model, d_model)} matrix; "
                               f"yours has shape {tuple(M.shape)}.")
@@ -168,7 +168,7 @@ def _call_layer(fn: Callable, x: torch.Tensor, w: list[torch.Tensor], table: tor
         raise CheckFailed(f"Your layer raised RuntimeError: {first_line(err)}. With x of shape (B, T, D) = "
                           f"{tuple(x.shape)} and a table of shape (max_len, D), add the first T rows: "
                           "x + table[:T].") from None
-    out = expect_tensor(out, "self_attention_layer(...)")
+    out = expect_tensor(out, "self_attention_layer(...)", LAYER_TASK)
     want = (x.size(0), x.size(1), w[2].size(1))
     if out.shape != want:
         raise CheckFailed(f"Your layer must return the attention output, shape (B, T, Dv) = {want}; yours has "

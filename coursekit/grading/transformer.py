@@ -22,6 +22,7 @@ from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, buil
                                     expect_tensor, first_line, generator, held_out_exact_match, max_gap,
                                     register_task, seed_or_fresh, where)
 from coursekit.masks import causal_mask as _reference_causal_mask
+from coursekit.grading.diagnosis import Symptom, symptom_failure
 from coursekit.masks import padding_mask
 
 _TORCH_TRANSFORMER = ("Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
@@ -37,10 +38,10 @@ _BLOCKS = ShortcutPolicy(_REFERENCES, {}, instead="the sublayers you were given 
                                                   "self.norm1, ...) and basic tensor operations")
 MASK_TASK = register_task("the causal mask", ShortcutPolicy(
     (*_REFERENCES, Reference("coursekit.masks.causal_mask", "coursekit.masks", ("causal_mask",))), {},
-    instead="torch.ones and torch.triu (or a comparison of two aranges)"))
-ENCODER_TASK = register_task("the Transformer encoder block", _BLOCKS)
-DECODER_TASK = register_task("the Transformer decoder block", _BLOCKS)
-MODEL_TASK = register_task("the Transformer", _BLOCKS)
+    instead="torch.ones and torch.triu (or a comparison of two aranges)"), code="causal")
+ENCODER_TASK = register_task("the Transformer encoder block", _BLOCKS, code="encoder")
+DECODER_TASK = register_task("the Transformer decoder block", _BLOCKS, code="decoder")
+MODEL_TASK = register_task("the Transformer", _BLOCKS, code="model")
 
 D, H, F = 16, 2, 32
 
@@ -54,7 +55,7 @@ def check_causal_mask_function(fn: Callable, seed: int | None = None) -> None:
     """``causal_mask(size)``: (T, T) bool, True above the diagonal (key s > query t), the torch.nn convention."""
     seed = seed_or_fresh(seed)
     for T in (4, 2 + int(torch.randint(3, 12, (), generator=generator(seed))), 1):
-        got = expect_tensor(call(fn, MASK_TASK, T), f"causal_mask({T})")
+        got = expect_tensor(call(fn, MASK_TASK, T), f"causal_mask({T})", MASK_TASK)
         want = _reference_causal_mask(T)
         if got.shape != (T, T):
             raise CheckFailed(f"causal_mask({T}) must have shape (T, T) = {(T, T)}; yours has {tuple(got.shape)}.")
@@ -162,7 +163,7 @@ def _call_block(module: Any, task: str, *args: Any, **kwargs: Any) -> torch.Tens
             hint = ("Cross-attention takes its keys and values from memory, (B, S, D), the positions that "
                     "memory_key_padding_mask (B, S) describes: self.multihead_attn(y, memory, memory, ...).")
         raise CheckFailed(f"Your block raised {type(err).__name__}: {first_line(err)}. {hint}") from None
-    out = expect_tensor(out, "Your block's forward")
+    out = expect_tensor(out, "Your block's forward", task)
     if out.shape != args[0].shape:
         raise CheckFailed(f"A block returns one vector per input position, (B, L, D) = {tuple(args[0].shape)}; yours "
                           f"has shape {tuple(out.shape)}. (Return only the output, not the attention weights.)")
@@ -339,7 +340,7 @@ def check_transformer_model(cls: Any, seed: int | None = None) -> None:
     def logits_of(tgt_in: torch.Tensor) -> torch.Tensor:
         result = call(module, MODEL_TASK, src, kpm, tgt_in)
         logits = result[0] if isinstance(result, tuple) else result
-        logits = expect_tensor(logits, "The model's forward")
+        logits = expect_tensor(logits, "The model's forward", MODEL_TASK)
         if logits.shape != (B, tgt_in.size(1), TGT_V):
             raise CheckFailed(f"decode_target must return logits of shape (B, T, V) = {(B, tgt_in.size(1), TGT_V)}; "
                               f"yours have {tuple(logits.shape)}.")
@@ -369,13 +370,20 @@ def check_transformer_model(cls: Any, seed: int | None = None) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def check_trained_translator(model: Any, task: Any, seed: int | None = None, n: int = 100,
-                             min_exact: float = 0.8) -> None:
-    """Greedy-decode ``n`` held-out pairs of ``task``; pass when at least ``min_exact`` come out exactly right."""
-    seed = seed_or_fresh(seed)
-    exact, count = held_out_exact_match(model, task, seed, n, MODEL_TASK)
-    if exact < min_exact:
-        raise CheckFailed(f"Your trained Transformer translates {exact:.0%} of {count} held-out numbers exactly; it "
-                          f"needs {min_exact:.0%}. Check the tests above first; then make sure the training cell ran "
-                          f"to the end (loss well below 0.1). {where(seed)}")
-    print(f"✓ your Transformer translates {exact:.0%} of {count} held-out numbers exactly")
+# The whole held-out set, 200 numbers: the reference solution translates 95% of them; realistic mistakes land at
+# 99% (no embedding scaling), 86% (pre-LN, or no residual around the feed-forward), 51% (no positions), 9% (no causal
+# mask) or raise. 70% sits far from all of them (measured on CPU; see tests/test_notebooks.py).
+TRAINED_BAR = 0.7
+
+
+def check_trained_translator(model: Any, task: Any, min_exact: float = TRAINED_BAR) -> None:
+    """Greedy-decode EVERY held-out number of ``task`` (valid and test splits, 200 numbers); pass when at least
+    ``min_exact`` of them come out exactly right. No seed: the verdict depends on the trained model alone."""
+    score = held_out_exact_match(model, task, MODEL_TASK, name="Your trained Transformer")
+    if score.exact < min_exact:
+        raise symptom_failure("translator", Symptom(
+            "low-score", f"Your trained Transformer translates {score.exact:.0%} of the {score.count} held-out numbers "
+                         f"exactly; it needs {min_exact:.0%}. For example: {score.examples()}. The model is built from "
+                         "your blocks: if a test above fails, fix that first; then make sure the training cell ran to "
+                         "the end (loss well below 0.1)."), None)
+    print(f"✓ your Transformer translates {score.exact:.0%} of the {score.count} held-out numbers exactly")
