@@ -360,12 +360,13 @@ def make_model(*, scale=True, positions=True, causal=True, memory_mask=True, enc
 
 # --- bert ----------------------------------------------------------------------------------------
 
-def make_masking(*, skip_specials=True, labels="original", ignore_elsewhere=True, p=0.15, probs=(0.8, 0.1),
+def make_masking(*, skip_specials=True, labels="original", ignore_elsewhere=True, p=None, probs=(0.8, 0.1),
                  random_from="ordinary", random_everywhere=False, label_only_masked=False):
-    """A learner's mask_tokens, correct by default, with one mistake planted by a keyword."""
+    """A learner's mask_tokens, correct by default, with one mistake planted by a keyword (``p``: a fixed choice
+    probability instead of mlm_probability)."""
     def mask_tokens(input_ids, mask_id, vocab_size, special_ids, mlm_probability=0.15):
         special = torch.isin(input_ids, torch.tensor(special_ids))
-        chosen = torch.rand(input_ids.shape) < p
+        chosen = torch.rand(input_ids.shape) < (mlm_probability if p is None else p)
         if skip_specials:
             chosen &= ~special
         fate = torch.rand(input_ids.shape)

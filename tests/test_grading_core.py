@@ -25,7 +25,7 @@ def test_the_code_survives_a_round_trip_through_its_text():
     text = str(CheckFailed("Your mask is inverted.", code="mask.inverted"))
     assert CheckFailed(text).code == "mask.inverted"
     assert grading.failure_code(f"CheckFailed: {text}") == "mask.inverted"
-    assert grading.failure_code(f"ShortcutUsed: [sdpa.shortcut] Your answer calls ...") == "sdpa.shortcut"
+    assert grading.failure_code("ShortcutUsed: [sdpa.shortcut] Your answer calls ...") == "sdpa.shortcut"
     assert grading.failure_code("NotImplementedError: ") is None
     assert grading.failure_code("RuntimeError: [not a code] ...") is None
 

@@ -11,8 +11,6 @@ Shape legend: B batch, H heads, T queries, S keys, Dk query/key size, Dv value s
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -20,9 +18,9 @@ from typing import Any
 
 import torch
 
-from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, expect_pair, fused_attention, generator,
+from coursekit.grading.core import (Reference, ShortcutPolicy, expect_pair, fused_attention, generator,
                                     invoke, register_task, seed_or_fresh)
-from coursekit.grading.diagnosis import Mutant, Symptom, catalogue, describe, rows_sum
+from coursekit.grading.diagnosis import Mutant, Symptom, catalogue, describe, quietly_passes, rows_sum
 from coursekit.masks import causal_mask, padding_mask
 
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -471,15 +469,6 @@ def check_causal_mask(fn: AttentionFn, seed: int | None = None) -> None:
     print("✓ the causal mask hides the future")
 
 
-def _quietly_passes(check: Callable[..., None], fn: AttentionFn, seed: int) -> bool:
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            check(fn, seed=seed)
-    except CheckFailed:
-        return False
-    return True
-
-
 def check_attention_matches_reference(fn: AttentionFn, seed: int | None = None) -> None:
     """Causal and padding masks together (and each alone), against coursekit's reference, on fresh random inputs."""
     seed = seed_or_fresh(seed)
@@ -487,7 +476,7 @@ def check_attention_matches_reference(fn: AttentionFn, seed: int | None = None) 
     outputs = [attend(fn, probe, seed) for probe in probes]
 
     def other_tests() -> str:
-        verdicts = [f"{name} (Test {n}) {'passes' if _quietly_passes(check, fn, seed) else 'fails'}"
+        verdicts = [f"{name} (Test {n}) {'passes' if quietly_passes(check, fn, seed) else 'fails'}"
                     for name, n, check in (("check_padding_mask", 3, check_padding_mask),
                                            ("check_causal_mask", 4, check_causal_mask))]
         return f"With this seed, {verdicts[0]} and {verdicts[1]}."
@@ -495,23 +484,3 @@ def check_attention_matches_reference(fn: AttentionFn, seed: int | None = None) 
     BOTH.judge(outputs, probes, seed=seed, describe=_describe, then=other_tests)
     print("✓ matches coursekit with causal and padding masks together")
 
-
-# ---------------------------------------------------------------------------------------------------
-# Leak reports still used by the notebooks not yet converted to catalogues
-# ---------------------------------------------------------------------------------------------------
-
-
-def masked_weight_report(weights: torch.Tensor, forbidden: torch.Tensor, what: str) -> str | None:
-    """Describe the largest weight that lands where it must not, or None if there is none."""
-    leak = weights.nan_to_num(0.0).masked_fill(~forbidden, 0.0)  # only the forbidden weights remain
-    if float(leak.max()) <= 1e-6:
-        return None
-    b, t, s = (int(i) for i in torch.nonzero(leak == leak.max())[0])
-    return f"query {t} of batch item {b} gives weight {float(leak[b, t, s]):.3f} to key {s}, {what}"
-
-
-def looks_inverted(weights: torch.Tensor, forbidden: torch.Tensor) -> bool:
-    """True when (almost) all the weight sits where the mask forbids it."""
-    finite = weights.nan_to_num(0.0)
-    allowed_mass = float(finite.masked_fill(forbidden, 0.0).sum())
-    return allowed_mass <= 1e-3 * max(float(finite.sum()), 1e-12)

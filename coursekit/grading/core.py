@@ -252,24 +252,34 @@ def forbid_shortcuts(task: str) -> Iterator[None]:
     previous = sys.getprofile()
     spy = _TorchShortcutSpy(policy.torch_functions)
     sys.setprofile(profile)
+    def shortcut() -> ShortcutUsed | None:
+        used = sorted(set(reached) | set(spy.used))
+        if not used:
+            return None
+        return ShortcutUsed(
+            f"Your answer calls {', '.join(used)}, which already implements {task}. This part earns no "
+            f"points until you write it yourself with {policy.instead}.", code=f"{task_code(task)}.shortcut"
+        )
+
     try:
         # remote_task: when the autograder hands a test a proxy for the learner's function, the same
         # watch runs in the learner's process around each call (coursekit.sandbox).
         with spy, remote_task(task):
             yield
     except Exception as err:
+        sys.setprofile(previous)
+        used = shortcut()
+        if used is not None and not isinstance(err, ShortcutUsed):
+            raise used from None  # calling the reference is the verdict, whatever it raised afterwards
         # Here, in whichever process ran the learner's code, its traceback is still at hand: note the learner's
         # line in the message, the one part of an exception that reaches the grader from the sandbox.
         _note_learner_line(err)
         raise
     finally:
         sys.setprofile(previous)
-    used = sorted(set(reached) | set(spy.used))
-    if used:
-        raise ShortcutUsed(
-            f"Your answer calls {', '.join(used)}, which already implements {task}. This part earns no "
-            f"points until you write it yourself with {policy.instead}.", code=f"{task_code(task)}.shortcut"
-        )
+    used = shortcut()
+    if used is not None:
+        raise used
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -431,6 +441,7 @@ def learner_error(err: BaseException, task: str, *, name: str, inputs: str, expe
     message = first_line(err)
     if ename != type(err).__name__ and message.startswith(f"{ename}: "):
         message = message[len(ename) + 2:]
+    message = message[:-1] if message.endswith(".") and not message.endswith("...") else message
     line = where_it_broke(err)
     text = f"{name} raised {ename}: {message}"
     text += f" (at {line})" if line else ""

@@ -69,6 +69,7 @@ SYMPTOM_KINDS = {
     "leak": "information flows where a mask or the task forbids it",
     "low-score": "a trained model scores below the bar",
     "not-reproducible": "the same seed gives different results",
+    "not-equivariant": "shuffling the input positions changes more than the order of the output rows",
 }
 
 
@@ -117,6 +118,7 @@ class Mutant:
     code: str
     says: str
     output: Callable[..., Any]
+    atol: float | None = None  # a looser tolerance for this mutant alone (one whose float32 results spread more)
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,8 @@ class Catalogue:
         found = []
         for mutant in self.mutants:
             results = [self.output_of(mutant, p) for p in probes[: len(outputs)]]
-            if all(r is not None and same(got, r, self.atol, self.rtol) for got, r in zip(outputs, results)):
+            atol = self.atol if mutant.atol is None else mutant.atol
+            if all(r is not None and same(got, r, atol, self.rtol) for got, r in zip(outputs, results)):
                 found.append(mutant)
         return found
 
@@ -187,14 +190,15 @@ class Catalogue:
         every probe, or else the symptom ``describe(got, want, probe)`` finds at the first probe that fails.
 
         ``context`` starts the symptom's sentence (``"With key_padding_mask,"``); ``then()``, if given, adds a
-        sentence after it (e.g. which other tests pass).
+        sentence after the diagnosis, named or not (e.g. which other tests pass).
         """
         failing = [i for i, (got, probe) in enumerate(zip(outputs, probes)) if not self.passes(got, probe)]
         if not failing:
             return
         named = self.matching(outputs, probes)
         if len(named) == 1:
-            raise CheckFailed(f"{named[0].says} {where(seed)}", code=named[0].code)
+            says = f"{named[0].says} {then()}" if then else named[0].says
+            raise CheckFailed(f"{says} {where(seed)}", code=named[0].code)
         i = failing[0]
         symptom = describe(outputs[i], self.expected(probes[i]), probes[i])
         raise self.symptom(Symptom(symptom.kind, f"{symptom.text} {then()}" if then else symptom.text), seed, context)
@@ -214,6 +218,20 @@ def symptom_failure(prefix: str, symptom: Symptom, seed: int | None, context: st
     text = f"{context} {body}".strip() if context else body
     text = text[0].upper() + text[1:]
     return CheckFailed(f"{text} {where(seed)}" if seed is not None else text, code=f"{prefix}.symptom.{symptom.kind}")
+
+
+def quietly_passes(check: Callable[..., None], answer: Any, seed: int) -> bool:
+    """Whether ``check(answer, seed=seed)`` passes, its output hidden: so a message that sends the learner to
+    another test can say whether that test passes."""
+    import contextlib
+    import io
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            check(answer, seed=seed)
+    except CheckFailed:
+        return False
+    return True
 
 
 def catalogue(name: str, prefix: str, reference: Callable[..., Any], mutants: Sequence[Mutant],
