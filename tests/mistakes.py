@@ -150,7 +150,7 @@ BAHDANAU = {
                          additive_answer=BAHDANAU_SUBCLASS),
     # --- found ---
     "softmax-dim-1": m(
-        3, {"test-softmax": "softmax.over-queries", "test-context": "additive.softmax-over-queries",
+        4, {"test-softmax": "softmax.over-queries", "test-context": "additive.softmax-over-queries",
             "test-trained": "dates.symptom.low-score"},
         "softmax over a fixed dim: PetrochukM/PyTorch-NLP#2, labmlai/annotated_deep_learning_paper_implementations#146",
         masked_softmax_answer=("torch.softmax(scores, dim=-1)", "torch.softmax(scores, dim=1)")),
@@ -396,7 +396,7 @@ TRANSFORMER = {
     "inverted-mask": m(6, {"test-mask": "causal.inverted", "test-model": "model.symptom.raised",
                            "test-trained": "translator.symptom.raised"}, planted=True,
                        mask_answer=("return torch.triu(", "return ~torch.triu(")),
-    "pre-ln-encoder": m(7, {"test-encoder": "encoder.pre-ln", "test-model": "model.symptom.everywhere"},
+    "pre-ln-encoder": m(6, {"test-encoder": "encoder.pre-ln", "test-model": "model.symptom.everywhere"},
                         planted=True, encoder_answer=PRE_LN),
     "no-tgt-mask": m(4, {"test-decoder": "decoder.ignores-tgt-mask", "test-model": "model.no-causal-mask",
                          "test-trained": "translator.symptom.low-score"}, planted=True,
@@ -421,28 +421,28 @@ TRANSFORMER = {
         mask_answer=("torch.triu(torch.ones(size, size, dtype=torch.bool), diagonal=1)",
                      "torch.tril(torch.ones(size, size, dtype=torch.bool), diagonal=-1)")),
     "encoder-norms-swapped": m(
-        7, {"test-encoder": "encoder.norms-swapped", "test-model": "model.symptom.everywhere"},
+        6, {"test-encoder": "encoder.norms-swapped", "test-model": "model.symptom.everywhere"},
         "the wrong layer norm after a sublayer: ml-explore/mlx#1636, ml-explore/mlx-swift#171",
         encoder_answer=[("x = self.norm1(src + attended)", "x = self.norm2(src + attended)"),
                         ("return self.norm2(x + feed_forward)", "return self.norm1(x + feed_forward)")]),
     "encoder-residual-from-src": m(
-        7, {"test-encoder": "encoder.feed-forward-residual-from-src", "test-model": "model.symptom.everywhere"},
+        6, {"test-encoder": "encoder.feed-forward-residual-from-src", "test-model": "model.symptom.everywhere"},
         "the feed-forward residual taken from the block's input: strutive07/transformer-tensorflow2.0#14",
         encoder_answer=("return self.norm2(x + feed_forward)", "return self.norm2(src + feed_forward)")),
     "decoder-cross-query-from-input": m(
-        7, {"test-decoder": "decoder.cross-query-from-input", "test-model": "model.symptom.everywhere"},
+        6, {"test-decoder": "decoder.cross-query-from-input", "test-model": "model.symptom.everywhere"},
         "cross-attention fed the block's input instead of the first sublayer's output: ml-explore/mlx#3382, #210",
         decoder_answer=("self.multihead_attn(y, memory, memory,", "self.multihead_attn(tgt, memory, memory,")),
     "decoder-self-attn-reused": m(
-        7, {"test-decoder": "decoder.cross-with-self-attn", "test-model": "model.symptom.everywhere"},
+        6, {"test-decoder": "decoder.cross-with-self-attn", "test-model": "model.symptom.everywhere"},
         "a copy-paste slip: the self-attention module used again for cross-attention",
         decoder_answer=("self.multihead_attn(y, memory, memory,", "self.self_attn(y, memory, memory,")),
     "decoder-no-cross-residual": m(
-        7, {"test-decoder": "decoder.no-cross-residual", "test-model": "model.symptom.everywhere"},
+        6, {"test-decoder": "decoder.no-cross-residual", "test-model": "model.symptom.everywhere"},
         "the cross-attention residual left out: georgepar/slp#26, OpenNMT/OpenNMT-py#1689",
         decoder_answer=("y = self.norm2(y + attended)", "y = self.norm2(attended)")),
     "decoder-ignores-memory-padding": m(
-        7, {"test-decoder": "decoder.ignores-memory-padding", "test-model": "model.decoder-ignores-padding"},
+        6, {"test-decoder": "decoder.ignores-memory-padding", "test-model": "model.decoder-ignores-padding"},
         "the source's padding mask not handed to cross-attention: Kamichanw/SeekDeeper#3",
         decoder_answer=("key_padding_mask=memory_key_padding_mask)", ")")),
     "layers-not-chained": m(
@@ -461,7 +461,7 @@ TRANSFORMER = {
                       ("self.positions(self.tgt_embed(tgt_in) * math.sqrt(self.d_model))",
                        "self.positions(self.tgt_embed(tgt_in)) * math.sqrt(self.d_model)")]),
     "target-embedded-with-source": m(
-        9, {"test-model": "model.symptom.raised"},
+        7, {"test-model": "model.symptom.raised", "test-trained": "translator.symptom.low-score"},
         "a copy-paste slip: the target embedded with the source's embedding table",
         model_answer=(EMBED_TGT, "self.src_embed(tgt_in) * math.sqrt(self.d_model)")),
 }

@@ -435,7 +435,7 @@ def describe_inputs(args: Sequence[Any], kwargs: Mapping[str, Any], params: Sequ
 
 
 def learner_error(err: BaseException, task: str, *, name: str, inputs: str, expect: str = "",
-                  seed: int | None = None) -> CheckFailed:
+                  seed: int | None = None, prefix: str | None = None) -> CheckFailed:
     """The sentence a learner reads when their code raised: the error, the line, the inputs and what was expected."""
     ename = getattr(err, "ename", type(err).__name__)  # a sandbox RemoteError keeps the learner's exception type
     message = first_line(err)
@@ -449,7 +449,8 @@ def learner_error(err: BaseException, task: str, *, name: str, inputs: str, expe
     text += f" and should return {expect}." if expect else "."
     if isinstance(err, MemoryError) or "out of memory" in message.lower():
         text += " It ran out of memory: look for a tensor that grows with every dimension at once."
-    return CheckFailed(f"{text} {where(seed)}" if seed is not None else text, code=f"{task_code(task)}.symptom.raised")
+    code = f"{prefix or task_code(task)}.symptom.raised"
+    return CheckFailed(f"{text} {where(seed)}" if seed is not None else text, code=code)
 
 
 def invoke(fn: Callable, task: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
@@ -556,34 +557,39 @@ class HeldOutScore:
         return "; ".join(f"{src!r} -> {got!r} instead of {want!r}" for src, got, want in self.wrong)
 
 
-def held_out_exact_match(model: Any, task: Any, policy_task: str, name: str = "Your model") -> HeldOutScore:
+def held_out_exact_match(model: Any, task: Any, policy_task: str, prefix: str, name: str = "Your model",
+                         batch_size: int = 128) -> HeldOutScore:
     """Greedy-decode EVERY held-out pair of ``task`` (a :class:`coursekit.data.Task`: valid and test splits) and
     score the share decoded exactly right, [STOP] included.
 
     Scoring the whole held-out set, in a fixed order, makes the verdict a property of the trained model alone: no
-    seed chooses which pairs count. The model is used only through ``eval()``, ``encode`` and ``decode_step``
-    (works on sandbox proxies), under the shortcut watch of ``policy_task``.
+    seed chooses which pairs count. Batches of ``batch_size`` keep a learner's broadcasting slip from asking for
+    gigabytes. The model is used only through ``eval()``, ``encode`` and ``decode_step`` (works on sandbox proxies),
+    under the shortcut watch of ``policy_task``; an error in it gets the code ``<prefix>.symptom.raised``.
     """
     from coursekit.data import collate_pairs
     from coursekit.decoding import greedy_decode
     from coursekit.train import sequences_equal
 
     pairs = list(task.valid) + list(task.test)
-    batch = collate_pairs(pairs, task.src_vocab, task.tgt_vocab)
     vocab = task.tgt_vocab
-    try:
-        with forbid_shortcuts(policy_task):
-            model.eval()
-            decoded = greedy_decode(model, batch.src, batch.src_key_padding_mask, start_id=vocab.start_id,
-                                    stop_id=vocab.stop_id, max_len=batch.tgt_out.size(1) + 2, pad_id=vocab.pad_id)
-    except (CheckFailed, NotImplementedError, SandboxError):
-        raise
-    except Exception as err:  # noqa: BLE001 (the learner's model raised while translating)
-        inputs = describe_inputs((batch.src, batch.src_key_padding_mask), {}, ("src", "src_key_padding_mask"))
-        raise learner_error(err, policy_task, name=f"{name}, translating the held-out set by greedy decoding,",
-                            inputs=inputs) from None
-    right = sequences_equal(decoded.tokens, batch.tgt_out, pad_id=vocab.pad_id)
+    right, rows = [], []
+    for start in range(0, len(pairs), batch_size):
+        batch = collate_pairs(pairs[start:start + batch_size], task.src_vocab, task.tgt_vocab)
+        try:
+            with forbid_shortcuts(policy_task):
+                model.eval()
+                decoded = greedy_decode(model, batch.src, batch.src_key_padding_mask, start_id=vocab.start_id,
+                                        stop_id=vocab.stop_id, max_len=batch.tgt_out.size(1) + 2, pad_id=vocab.pad_id)
+        except (CheckFailed, NotImplementedError, SandboxError):
+            raise
+        except Exception as err:  # noqa: BLE001 (the learner's model raised while translating)
+            inputs = describe_inputs((batch.src, batch.src_key_padding_mask), {}, ("src", "src_key_padding_mask"))
+            raise learner_error(err, policy_task, name=f"{name}, translating the held-out set by greedy decoding,",
+                                inputs=inputs, prefix=prefix) from None
+        right += sequences_equal(decoded.tokens, batch.tgt_out, pad_id=vocab.pad_id).tolist()
+        rows += list(decoded.tokens)
     join = (lambda tokens: "".join(tokens)) if all(len(t) == 1 for t in vocab.tokens[4:]) else " ".join
     wrong = tuple((join(src), join(vocab.decode(row)), join(want))
-                  for (src, want), row, ok in zip(pairs, decoded.tokens, right.tolist()) if not ok)[:3]
-    return HeldOutScore(float(right.float().mean()), len(pairs), wrong)
+                  for (src, want), row, ok in zip(pairs, rows, right) if not ok)[:3]
+    return HeldOutScore(sum(right) / len(right), len(pairs), wrong)

@@ -31,11 +31,24 @@ Recipe: adding a task's catalogue (for the author of the next graded notebook)
    learner's code raises into a sentence with the inputs, the expected output and the line that broke), then
    ``CATALOGUE.judge(outputs, probes, seed=seed, describe=...)``: it passes, names the one matching mutant, or
    raises the symptom ``describe`` finds.
-5. **Test it**: ``tests/test_grading_catalogues.py`` runs every registered catalogue over many seeds and fails when
+5. **Describe what no mutant explains** with :func:`describe` (give it the axes' names and the named sizes, and the
+   mask's forbidden positions if any), and give each other way a check can fail a code from
+   :data:`SYMPTOM_KINDS`. A message that sends the learner to another test says whether that test passes
+   (:func:`quietly_passes`).
+6. **Random outputs** (a masking rule, sampled pairs) cannot be matched value by value: check properties on a large
+   sample, with tolerances several standard deviations wide, and give each property that fails its own code, a
+   mistake's name only when the property pins the mistake down (``masking.specials-chosen``), a symptom otherwise.
+   A function told to be reproducible from its seed is called twice with it, and once with another.
+7. **Test it**: ``tests/test_grading_catalogues.py`` runs every registered catalogue over many seeds and fails when
    a mutant would pass the check or cannot be told from another mutant at the check's sizes; add the check to
-   the seed sweep (``tests/test_grading_seeds.py``), and add at least eight realistic mistakes to the notebook's
-   corpus (``tests/mistakes.py``), each of which must lose points, not all of them, with its own name or an
-   accurate symptom, through ``coursekit check`` and ``coursekit grade``.
+   the seed sweep (``tests/test_grading_seeds.py``) and its learner to the sandbox cases
+   (``tests/test_grading_proxies.py``), and add at least eight realistic mistakes to the notebook's corpus
+   (``tests/mistakes.py``), each of which must lose points, not all of them, with its own name or an accurate
+   symptom, the same through ``coursekit check``, ``coursekit grade`` and every seed of the hidden tests
+   (``tests/test_notebooks.py`` runs them all).
+
+Where the code appears: ``CheckFailed.code``, and the first thing in the message, ``[code] `` (so nbgrader's
+``CheckFailed: [sdpa.unscaled] Your weights ...``); :func:`coursekit.grading.failure_code` reads it back.
 """
 
 from __future__ import annotations

@@ -530,7 +530,7 @@ TRAINED_BAR = 0.7
 def check_trained_translator(model: Any, task: Any, min_exact: float = TRAINED_BAR) -> None:
     """Greedy-decode EVERY held-out number of ``task`` (valid and test splits, 200 numbers); pass when at least
     ``min_exact`` of them come out exactly right. No seed: the verdict depends on the trained model alone."""
-    score = held_out_exact_match(model, task, MODEL_TASK, name="Your trained Transformer")
+    score = held_out_exact_match(model, task, MODEL_TASK, "translator", name="Your trained Transformer")
     if score.exact < min_exact:
         raise symptom_failure("translator", Symptom(
             "low-score", f"Your trained Transformer translates {score.exact:.0%} of the {score.count} held-out numbers "
