@@ -470,7 +470,7 @@ TRANSFORMER = {
 # bert: masking, pairs, next-sentence pairs, the loss
 # ---------------------------------------------------------------------------------------------------
 
-BERT_REFERENCE_CALL = ("    special = ", "    from coursekit.bert_data import mask_tokens as ck\n"
+BERT_REFERENCE_CALL = ("    special = ", "    from coursekit.bert.pretraining_data import mask_tokens as ck\n"
                        "    return ck(input_ids, mask_id=mask_id, special_ids=special_ids, "
                        "vocab_size=vocab_size, mask_prob=mlm_probability)\n    special = ")
 CHOSEN = "chosen = (torch.rand(input_ids.shape) < mlm_probability) & ~special"

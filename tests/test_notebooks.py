@@ -6,11 +6,9 @@ both commands and under every seed of the hidden tests."""
 import contextlib
 import html
 import io
-import json
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
