@@ -138,10 +138,9 @@ def merge_masks(
         merged = masks[0] if len(masks) == 1 else masks[0] | masks[1]
         if bool(merged.all(dim=-1).any()):
             raise ValueError(
-                "a query row has every key masked out, so its attention weights are undefined. "
-                "Masks use torch.nn's convention, True = NOT allowed; if you passed the positions that "
-                "MAY be attended to (torch.nn.functional.scaled_dot_product_attention's convention), "
-                "invert it with `~mask`."
+                "a query row has every key masked out, so its weights are undefined. Masks here mean "
+                "True = NOT allowed (torch.nn's convention): if yours marks what MAY be attended "
+                "(scaled_dot_product_attention's, Keras's), pass `~mask`."
             )
         return merged
     float_dtype = next(m.dtype for m in masks if m.is_floating_point())
