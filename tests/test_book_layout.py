@@ -16,16 +16,30 @@ COLUMN = 96
 CHAPTERS = sorted((ROOT / "book").glob("*.md"))
 
 
+def _fenced_blocks(text: str):
+    """(info string, first line number, body) of every fenced block, directives included, nested ones too."""
+    lines, open_blocks = text.split("\n"), []
+    for number, line in enumerate(lines, start=1):
+        fence = re.match(r"^(`{3,})(.*)$", line)
+        if fence and open_blocks and fence.group(1) == open_blocks[-1][0] and not fence.group(2).strip():
+            ticks, info, start = open_blocks.pop()
+            yield info, start + 1, "\n".join(lines[start:number - 1])
+        elif fence and fence.group(2).strip():
+            open_blocks.append((fence.group(1), fence.group(2).strip(), number))
+
+
 def _code_cells(text: str):
-    """(first line number, body) of every code cell and ```python fence, hidden cells and their options left out."""
-    for match in re.finditer(r"^```(\{code-cell\}[^\n]*|python)\n(.*?)^```", text, flags=re.S | re.M):
-        body = match.group(2)
+    """(first line number, body) of every code cell and fenced code block (```python, ```bash, ...), hidden cells,
+    cell options and directives (math, admonitions, listings) left out."""
+    for info, start, body in _fenced_blocks(text):
+        if not (info.startswith("{code-cell}") or re.fullmatch(r"[a-z]+", info)):
+            continue
         if body.startswith("---\n"):  # a YAML header (figure captions): not code
             body = body.split("\n---\n", 1)[1] if "\n---\n" in body else ""
         if re.match(r":tags: \[[^\]]*remove-(cell|input)", body):
             continue
         body = re.sub(r"^(:\w[\w-]*:.*\n)+", "", body)  # short-form cell options
-        yield text[: match.start()].count("\n") + 2, body
+        yield start, body
 
 
 def _shown_source(md: Path):
