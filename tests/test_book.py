@@ -178,3 +178,27 @@ def test_every_cited_paper_is_in_the_bibliography(built_book):
     for title in ("Neural Machine Translation by Jointly Learning to Align and Translate", "Attention Is All You Need",
                   "Pre-training of Deep Bidirectional Transformers"):
         assert title.lower() in references, f"{title!r} is missing from the references page"
+
+
+def test_the_arc_in_the_book_is_the_run_the_build_made(built_book, monkeypatch):
+    """Every number of the introduction's tables comes from the run this build stored under _build/arc, which every
+    chapter reads: load it (training again is not allowed here) and find each number on the page."""
+    import coursekit.arc as arc
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the build left no complete run of the arc under _build/arc")
+
+    monkeypatch.setattr(arc, "train_run", no_training)
+    keys = ["baseline", "stage1", "stage2", "stage3", "stage3-none", "stage4"]
+    rows = arc.arc_rows(arc.run_arc(keys, directory=ROOT / "_build" / "arc"),
+                        arc.measure_timings(directory=ROOT / "_build" / "arc"))
+    page = (built_book / "book" / "intro.html").read_text()
+    text = visible_text(page)
+    assert 'id="fig-arc"' in page
+    for row in rows:
+        assert row["label"] in text
+        numbers = [f"{row['exact_match']:.1%}", *(f"{v:.1%}" for v in row["exact_by_band"].values()),
+                   f"{row['parameters']:,}", f"{row['cpu_seconds_per_epoch']:.1f}",
+                   *(f"{1000 * s:.0f}" for s in row["step_seconds"].values())]
+        missing = [n for n in numbers if n not in text]
+        assert not missing, f"{row['label']}: {missing} are not on the introduction's page"
