@@ -14,9 +14,9 @@ One module per concept, named as the book names it:
 - :mod:`coursekit.decoding`: greedy and beam search; :mod:`coursekit.train`: the training loop.
 - :mod:`coursekit.bert`, :mod:`coursekit.bert_data`, :mod:`coursekit.bert_train`: BERT pretraining.
 - :mod:`coursekit.viz`, :mod:`coursekit.viz_transformer`: the course's plots.
-- :mod:`coursekit.grading`: the checks learners call in graded notebooks; :mod:`coursekit.selfcheck`,
-  :mod:`coursekit.autograde`, :mod:`coursekit.trusted`, :mod:`coursekit.sandbox`: self-checks and
-  trustworthy autograding (the ``coursekit`` command).
+- :mod:`coursekit.grading`: the checks learners call in graded notebooks.
+- :mod:`coursekit.autograder`: the ``coursekit`` command: a learner's self-check, and the instructor's
+  autograder, which grades each submission in an OS sandbox over real nbgrader.
 - :mod:`coursekit.device`: picking CUDA, MPS or CPU.
 """
 

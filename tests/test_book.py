@@ -20,7 +20,7 @@ import coursekit.train
 import coursekit.transformer
 import coursekit.transformer_layers
 import coursekit.translate
-from coursekit.autograde import nbgrader_env
+from coursekit.autograder.nbgrader_io import nbgrader_env
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import coursekit.bert_data
 from coursekit import grading
 from coursekit.grading import CheckFailed, ShortcutUsed
-from coursekit.sandbox import Limits, Sandbox
+from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
 
 
 def make_masking(*, skip_specials=True, labels="original", ignore_elsewhere=True, p=0.15, probs=(0.8, 0.1),

@@ -11,7 +11,7 @@ import coursekit.attention
 from coursekit import grading
 from coursekit.attention import scaled_dot_product_attention
 from coursekit.grading import CheckFailed, ShortcutUsed
-from coursekit.sandbox import Limits, Sandbox
+from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
 
 
 def make_self_attention(*, key_w="k", project_values=True, mask="pass", scale=True):

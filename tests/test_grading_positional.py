@@ -11,7 +11,7 @@ from coursekit import grading
 from coursekit.attention import scaled_dot_product_attention
 from coursekit.grading import CheckFailed, ShortcutUsed
 from coursekit.masks import causal_mask
-from coursekit.sandbox import Limits, Sandbox
+from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
 
 
 def make_table(*, first="sin", layout="interleave", exponent="2i", start=0, divide=True, transpose=False):

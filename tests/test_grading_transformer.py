@@ -13,7 +13,7 @@ from coursekit.attention import MultiHeadAttention
 from coursekit.data import number_task
 from coursekit.grading import CheckFailed, ShortcutUsed
 from coursekit.positional import SinusoidalPositionalEncoding
-from coursekit.sandbox import Limits, Sandbox
+from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
 from coursekit.seq2seq import EncoderDecoder
 from coursekit.transformer_layers import TransformerEncoderLayer
 

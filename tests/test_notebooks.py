@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import coursekit.grading.core
-from coursekit.autograde import GradeSettings, autograde, grade_assignment, read_results
+from coursekit.autograder.batch import GradeSettings, grade_assignment
+from coursekit.autograder.nbgrader_io import autograde, read_results
 from tests.conftest import ASSIGNMENTS, ROOT
 
 pytestmark = pytest.mark.slow

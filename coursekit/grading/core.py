@@ -1,8 +1,8 @@
 """What every check shares: the verdict types, the watch for shortcuts, fresh seeds, and calling learner code.
 
 A learner's function or class reaches a check either as itself (the learner runs the notebook, or
-``nbgrader autograde``) or as a :class:`coursekit.sandbox.RemoteObject` (``coursekit grade``: the learner's
-code runs in a sandbox process and the check in the grader). Checks are written so that both work:
+``nbgrader autograde``) or as a :class:`coursekit.autograder.sandbox.RemoteObject` (``coursekit grade``:
+the learner's code runs in a sandbox process and the check in the grader). Checks are written so that both work:
 
 - they call learner code only with plain data (tensors, numbers, strings, lists/tuples/dicts of those)
   or other learner objects, and use only what comes back (tensors arrive as detached copies);
@@ -20,6 +20,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +28,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
-
-from coursekit.sandbox import remote_task
 
 ATOL = 1e-5
 
@@ -170,6 +169,26 @@ class _TorchShortcutSpy(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+_remote = threading.local()
+
+
+@contextlib.contextmanager
+def remote_task(task: str | None) -> Iterator[None]:
+    """While active, :func:`current_task` is ``task``: the autograder's sandbox sends it with each call into
+    learner code, and runs the call under ``forbid_shortcuts(task)`` there (:mod:`coursekit.autograder.execute`)."""
+    previous = getattr(_remote, "task", None)
+    _remote.task = task
+    try:
+        yield
+    finally:
+        _remote.task = previous
+
+
+def current_task() -> str | None:
+    """The task whose shortcut watch is active in this thread, or None."""
+    return getattr(_remote, "task", None)
+
+
 @contextlib.contextmanager
 def forbid_shortcuts(task: str) -> Iterator[None]:
     """Run the learner's code while watching for calls into the reference it must not use for ``task``.
@@ -198,7 +217,7 @@ def forbid_shortcuts(task: str) -> Iterator[None]:
     sys.setprofile(profile)
     try:
         # remote_task: when the autograder hands a test a proxy for the learner's function, the same
-        # watch runs in the learner's process around each call (coursekit.sandbox).
+        # watch runs in the learner's process around each call (coursekit.autograder.sandbox).
         with spy, remote_task(task):
             yield
     finally:
