@@ -17,21 +17,9 @@ from coursekit.autograder.sandbox import RemoteObject, Sandbox, SandboxError
 from coursekit.grading import ShortcutUsed
 from coursekit.grading.core import remote_task
 from tests.conftest import ROOT
+from tests.hostile_cohort import host_processes_with, processes_of
 
-LIMITS = Limits(memory_mb=2048, cell_timeout_s=30, disk_mb=64)
-
-
-def host_processes_with(marker: str) -> list[str]:
-    """Command lines of processes on this machine (any namespace) that contain ``marker``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if proc.name.isdigit() and marker in cmdline:
-            found.append(cmdline)
-    return found
+LIMITS = Limits(memory_mb=2048, cell_timeout_s=30, disk_mb=64, file_size_mb=16)
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +79,16 @@ for path in [{grading_file!r}, "/usr/lib/new-file", "/etc/passwd", "/new-file"]:
 open("notes.txt", "w").write("fine")
 open("/tmp/scratch", "w").write("fine")
 try:
-    open("/tmp/big", "wb").write(bytes(100 * 2**20))
+    open("/tmp/big", "wb").write(bytes(20 * 2**20))
 except OSError as err:
-    print("tmp full", err.strerror)
+    print("file too big", err.strerror)
+for folder in ["/tmp", "."]:
+    for n in range(8):
+        try:
+            open(f"{{folder}}/part{{n}}", "wb").write(bytes(12 * 2**20))
+        except OSError as err:
+            print(folder, "full:", err.strerror)
+            break
 print("processes", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
 print("nested user namespace", ctypes.CDLL(None).unshare(0x10000000))
 """
@@ -103,7 +98,8 @@ print("nested user namespace", ctypes.CDLL(None).unshare(0x10000000))
     assert "visible" not in out, out
     for path in (grading_file, "/usr/lib/new-file", "/etc/passwd", "/new-file"):
         assert f"refused {path} Read-only file system" in out, out
-    assert "tmp full No space left on device" in out, out
+    assert "file too big File too large" in out, out
+    assert "/tmp full: No space left on device" in out and ". full: No space left on device" in out, out
     assert "processes [1, 2]" in out, out  # its own PID namespace: bwrap's init and itself
     assert "nested user namespace -1" in out, out
     assert secret.read_text() == "not for learners"
@@ -160,12 +156,37 @@ if os.fork() == 0:  # a double fork into a new session, the way a daemon leaves 
         os.execv("/usr/bin/sleep", ["sleep", "{marker}"])
     os._exit(0)
 """
-    with CheckedSandbox(str(tmp_path), Limits(memory_mb=2048, cell_timeout_s=30, max_processes=64)) as sandbox:
-        out = sandbox.run_cell(forks)["stdout"]
-        assert "fork refused after" in out, out
-        assert 0 < int(out.split("fork refused after ")[1].split()[0]) < 64
-        assert host_processes_with(marker), "the test must see the sandbox's processes while it runs"
+    # More processes of the grader's user than the limit allows: a limit that counted them would allow no fork.
+    extra = [subprocess.Popen(["sleep", "120"]) for _ in range(max(0, 70 - processes_of(os.geteuid())))]
+    try:
+        with CheckedSandbox(str(tmp_path), Limits(memory_mb=2048, cell_timeout_s=30, max_processes=64)) as sandbox:
+            out = sandbox.run_cell(forks)["stdout"]
+            assert "fork refused after" in out, out
+            assert 0 < int(out.split("fork refused after ")[1].split()[0]) < 64
+            assert host_processes_with(marker), "the test must see the sandbox's processes while it runs"
+    finally:
+        for process in extra:
+            process.kill()
+            process.wait()
     assert host_processes_with(marker) == []
+
+
+def test_cpu_time_is_limited(tmp_path):
+    with CheckedSandbox(str(tmp_path), Limits(cpu_time_s=5, cell_timeout_s=120)) as sandbox:
+        with pytest.raises(SandboxError, match="killed by SIGXCPU, after 5 s of CPU time"):
+            sandbox.run_cell("while True:\n    pass")
+
+
+def test_a_notebook_that_runs_too_long_in_total_is_stopped(tmp_path):
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from coursekit.autograder.execute import TrustedExecute
+
+    nb = new_notebook(cells=[new_code_cell("import time\ntime.sleep(1.5)") for _ in range(6)])
+    step = TrustedExecute(notebook_timeout_s=4, cell_timeout_s=30)
+    nb, _ = step.preprocess(nb, {"coursekit_setup_sources": [], "metadata": {"path": str(tmp_path)}})
+    assert nb.metadata["coursekit"]["status"] == "failed"
+    assert "the whole notebook ran longer than 4 s" in nb.metadata["coursekit"]["detail"]
 
 
 def test_exiting_the_process_is_reported(tmp_path):

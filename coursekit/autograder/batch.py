@@ -41,6 +41,7 @@ class GradeSettings:
     workers: int = 1
     force: bool = False
     memory_mb: int = 4096
+    max_processes: int = 256
     cell_timeout_s: float = 120.0
     notebook_timeout_s: float = 600.0
     progress: bool = True
@@ -82,8 +83,9 @@ def grade_student(pipeline: Pipeline, assignment: str, student: str, notebooks: 
 def _reusable(previous: dict | None, fingerprint_now: str, settings: GradeSettings) -> bool:
     if settings.force or not previous or previous["fingerprint"] != fingerprint_now:
         return False
-    # A result earned outside the sandbox could be faked: an isolated run grades it again.
-    return not settings.isolated or all(r.get("isolation", "bwrap") == "bwrap" for r in previous["rows"])
+    # A result earned outside the sandbox could be faked: an isolated run grades it again (rows recorded before
+    # coursekit had a sandbox carry no isolation at all).
+    return not settings.isolated or all(r.get("isolation") == "bwrap" for r in previous["rows"])
 
 
 def grade_assignment(course_dir: Path, assignment: str, settings: GradeSettings = GradeSettings()) -> list[GradeRow]:
@@ -107,7 +109,8 @@ def grade_assignment(course_dir: Path, assignment: str, settings: GradeSettings 
         manifest_path = reports / "manifest.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
         pipeline = Pipeline(course=course, staging=reports / ".staging", feedback=reports / ".feedback",
-                            memory_mb=settings.memory_mb, cell_timeout_s=settings.cell_timeout_s,
+                            memory_mb=settings.memory_mb, max_processes=settings.max_processes,
+                            cell_timeout_s=settings.cell_timeout_s,
                             notebook_timeout_s=settings.notebook_timeout_s, isolated=isolation.isolated)
 
         submitted = course / "submitted"
@@ -119,7 +122,7 @@ def grade_assignment(course_dir: Path, assignment: str, settings: GradeSettings 
             fingerprints[student] = fingerprint(list((submitted / student / assignment).iterdir())) + source_hash
             previous = manifest.get(student)
             if _reusable(previous, fingerprints[student], settings):
-                rows.extend(GradeRow(**r) for r in previous["rows"])
+                rows.extend(GradeRow(**{"isolation": "none", **r}) for r in previous["rows"])
             else:
                 todo[student] = stage(course, assignment, student, release, pipeline.staging)
 

@@ -33,15 +33,16 @@ def limit_resources(limits: dict[str, float]) -> None:
     so it binds the sandbox alone, except where the host uid is root: the kernel exempts root, and the grader
     adds a pids cgroup instead (:mod:`coursekit.autograder.isolation`).
     """
-    caps = {
-        resource.RLIMIT_AS: int(limits["memory_mb"]) * 2**20,
-        resource.RLIMIT_NPROC: int(limits["max_processes"]),
-        resource.RLIMIT_CPU: int(limits["cpu_time_s"]),
-        resource.RLIMIT_FSIZE: int(limits["file_size_mb"]) * 2**20,
-        resource.RLIMIT_CORE: 0,
+    cpu = int(limits["cpu_time_s"])
+    caps = {  # (soft, hard)
+        resource.RLIMIT_AS: (int(limits["memory_mb"]) * 2**20,) * 2,
+        resource.RLIMIT_NPROC: (int(limits["max_processes"]),) * 2,
+        resource.RLIMIT_CPU: (cpu, cpu + 1),  # SIGXCPU at the limit; SIGKILL a second later for code that ignores it
+        resource.RLIMIT_FSIZE: (int(limits["file_size_mb"]) * 2**20,) * 2,
+        resource.RLIMIT_CORE: (0, 0),
     }
-    for which, value in caps.items():
-        resource.setrlimit(which, (value, value))
+    for which, (soft, hard) in caps.items():
+        resource.setrlimit(which, (soft, hard))
 
 
 class Child:

@@ -55,7 +55,7 @@ def _grade(args: argparse.Namespace) -> int:
     if args.no_isolation:
         print(NO_ISOLATION_WARNING, file=sys.stderr, flush=True)
     settings = GradeSettings(workers=args.workers, force=args.force, memory_mb=args.memory_mb,
-                             cell_timeout_s=args.cell_timeout, notebook_timeout_s=args.notebook_timeout,
+                             max_processes=args.max_processes, cell_timeout_s=args.cell_timeout, notebook_timeout_s=args.notebook_timeout,
                              isolated=not args.no_isolation)
     try:
         rows = grade_assignment(Path.cwd(), args.assignment, settings)
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--force", action="store_true", help="regrade every submission, changed or not")
     grade.add_argument("--memory-mb", type=_positive, default=4096,
                        help="memory each process of a submission may use (default 4096)")
+    grade.add_argument("--max-processes", type=_positive, default=256,
+                       help="processes and threads a submission may run at once (default 256)")
     grade.add_argument("--cell-timeout", type=float, default=120.0, help="seconds per cell (default 120)")
     grade.add_argument("--notebook-timeout", type=float, default=600.0, help="seconds per notebook (default 600)")
     grade.add_argument("--no-isolation", action="store_true",

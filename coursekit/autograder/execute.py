@@ -6,11 +6,11 @@ replaces that step: the learner's cells run in a :class:`~coursekit.autograder.s
 sandbox), the test cells (as nbgrader restored them from the gradebook, hidden tests included) run here in
 the grader, and the outputs that nbgrader later scores are written by this code alone.
 
-This is where the autograder meets :mod:`coursekit.grading`: :func:`grading_bridge` hands the sandbox the
-checks' shortcut watch and their exceptions, and :class:`CheckedSandbox` is a sandbox wired with it.
-
 Names a test cell uses resolve, in order, to: the instructor's setup cells (read from the gradebook,
 never from the submission), Python's builtins, and only then the learner's namespace, through proxies.
+
+This is where the autograder meets :mod:`coursekit.grading`: :func:`grading_bridge` hands the sandbox the
+checks' shortcut watch and their exceptions, and :class:`CheckedSandbox` is a sandbox wired with it.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ class TrustedExecute(NbGraderPreprocessor):
     """Run a sanitized submission: learner cells in a sandbox, test cells in the grader."""
 
     memory_mb = Int(4096, help="Memory (address space) each process of a submission may use, in MiB").tag(config=True)
+    max_processes = Int(256, help="Processes and threads a submission may run at once, all counted").tag(config=True)
     cell_timeout_s = Float(120.0, help="Wall time for one cell, or one call from a test, in seconds").tag(config=True)
     notebook_timeout_s = Float(600.0, help="Wall time for the whole notebook, in seconds").tag(config=True)
     isolated = Bool(True, help="Run submissions in the OS sandbox (False only for --no-isolation)").tag(config=True)
@@ -115,7 +116,7 @@ class TrustedExecute(NbGraderPreprocessor):
         if setup_sources is None:
             setup_sources = self._setup_sources_from_gradebook(resources)
         cwd = resources.get("metadata", {}).get("path") or "."
-        limits = Limits(memory_mb=self.memory_mb, cell_timeout_s=self.cell_timeout_s)
+        limits = Limits(memory_mb=self.memory_mb, max_processes=self.max_processes, cell_timeout_s=self.cell_timeout_s)
         how = probe() if self.isolated else NO_ISOLATION
         deadline = time.monotonic() + self.notebook_timeout_s
         status = {"status": "graded", "detail": ""}

@@ -265,8 +265,7 @@ def _sweep_cgroups(parent: Path) -> None:
 def _why(stderr: str, bwrap: str) -> str:
     last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
     lowered = stderr.lower()
-    if any(s in lowered for s in ("no permissions to create", "creating new namespace failed", "setting up uid map",
-                                  "operation not permitted", "permission denied")) and "bwrap:" in lowered:
+    if "bwrap:" in lowered and any(s in lowered for s in ("namespace", "uid map", "operation not permitted")):
         return f"bubblewrap could not create its namespaces ({last}). To fix it, {_USERNS}."
     if "unrecognized option" in lowered or "unknown option" in lowered:
         return f"{bwrap} is too old for coursekit ({last}); bubblewrap 0.8 or later is needed: {_INSTALL}."

@@ -158,6 +158,7 @@ class Pipeline:
     staging: Path  # submissions as staged (copied and repaired): nbgrader's submitted directory
     feedback: Path  # where nbgrader writes feedback before it is moved into feedback/, file by file
     memory_mb: int = 4096
+    max_processes: int = 256
     cell_timeout_s: float = 120.0
     notebook_timeout_s: float = 600.0
     isolated: bool = True
@@ -182,6 +183,7 @@ def pipeline_config(pipeline: Pipeline):
                                                 LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
     config.OverwriteCells.add_missing_cells = True
     config.TrustedExecute.memory_mb = pipeline.memory_mb
+    config.TrustedExecute.max_processes = pipeline.max_processes
     config.TrustedExecute.cell_timeout_s = pipeline.cell_timeout_s
     config.TrustedExecute.notebook_timeout_s = pipeline.notebook_timeout_s
     config.TrustedExecute.isolated = pipeline.isolated

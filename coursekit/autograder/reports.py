@@ -82,7 +82,7 @@ def format_summary(rows: list[GradeRow]) -> str:
         lines.append(f"{r.student:<{width}}  {r.notebook:<12} {score:>9}  {r.status:<7} {r.detail[:90]}")
     failed = sum(r.status == "failed" for r in rows)
     lines.append(f"{len(rows)} notebooks: {len(rows) - failed} graded, {failed} failed")
-    unisolated = sum(r.isolation != "bwrap" for r in rows)
+    unisolated = sum(r.isolation != "bwrap" and r.status == "graded" for r in rows)
     if unisolated:
         lines.append(f"{unisolated} graded WITHOUT isolation (isolation=none in grades.csv): their code could have "
                      "faked its result; grade them again without --no-isolation before trusting them")
@@ -108,7 +108,7 @@ def export_gradebook(course: Path, output: Path) -> list[dict[str, str]]:
                     for r in csv.DictReader(handle):
                         if r["status"] == "failed":
                             failed[r["student"], a] = r["detail"]
-                        elif r.get("isolation", "bwrap") != "bwrap":
+                        elif r.get("isolation") != "bwrap":  # "none", or a report from before the sandbox
                             unisolated.add((r["student"], a))
         rows = []
         # Students whose every notebook failed never reach nbgrader's gradebook; the reports still name them.

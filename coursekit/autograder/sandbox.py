@@ -171,7 +171,7 @@ class Sandbox:
             code = 128 - code
         if code < 0:
             name = signal.Signals(-code).name
-            why = {"SIGKILL": ", probably out of memory",
+            why = {"SIGKILL": f": out of memory, or past the limit of {self.limits.cpu_time_s} s of CPU time",
                    "SIGXCPU": f", after {self.limits.cpu_time_s} s of CPU time"}.get(name, "")
             return f"the kernel died (killed by {name}{why}).{last}"
         return f"the kernel exited with status {code} (did the code call exit() or os._exit()?).{last}"
