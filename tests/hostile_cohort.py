@@ -13,6 +13,8 @@ import hashlib
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,3 +285,82 @@ def outputs(course: Path, student: str) -> str:
     """Everything the student's cells printed, as the grader recorded it in autograded/."""
     nb = json.loads((course / "autograded" / student / "sdpa" / "sdpa.ipynb").read_text())
     return "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+
+
+# A supervisor that starts `coursekit grade`, stops it (SIGKILL to the run's process only, or SIGINT to its group
+# as Ctrl-C does) once it got as far as asked, and reports what is left. It makes itself a child subreaper:
+# whatever the stopped run leaves behind (pool workers, multiprocessing's resource tracker, sandboxes) is
+# reparented to it, so every survivor is seen instead of being lost to init.
+SUPERVISOR = r"""
+import ctypes, json, os, signal, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+course, coursekit, wait_for, how = sys.argv[1:5]
+run = subprocess.Popen([coursekit, "grade", "sdpa", "--workers", "2", "--cell-timeout", "60"], cwd=course,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+def processes():
+    table = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        table[int(entry)] = (int(fields[1]), fields[0], cmdline)  # ppid, state, command line
+    return table
+
+def descendants(root):
+    table, found, frontier = processes(), [], [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, state, cmdline) in table.items():
+            if ppid == parent and state != "Z":
+                found.append((pid, cmdline))
+                frontier.append(pid)
+    return found
+
+manifest = os.path.join(course, "reports", "sdpa", "manifest.json")
+deadline, seen = time.monotonic() + 600, set()
+while time.monotonic() < deadline and run.poll() is None:
+    if wait_for == "one-graded" and os.path.exists(manifest) and json.load(open(manifest)):
+        break
+    running = descendants(run.pid)
+    seen |= {c[:80] for _, c in running}
+    if wait_for == "sandbox" and any("-m coursekit.autograder.child" in c for _, c in running):
+        break
+    time.sleep(0.05)
+stopped = run.poll() is None
+graded_when_stopped = len(json.load(open(manifest))) if os.path.exists(manifest) else 0
+if stopped and how == "kill-parent":
+    os.kill(run.pid, signal.SIGKILL)
+elif stopped:
+    os.killpg(run.pid, signal.SIGINT)
+code = run.wait(timeout=120)
+stderr = run.stderr.read()
+for _ in range(200):  # a moment for the kernel to deliver the parent-death signals, reaping as they die
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+    left = descendants(os.getpid())
+    if not left:
+        break
+    time.sleep(0.05)
+print(json.dumps({"code": code, "stderr": stderr, "survivors": [c for _, c in left], "stopped": stopped,
+                  "graded_when_stopped": graded_when_stopped, "seen": sorted(seen)}))
+for pid, _ in left:
+    os.kill(pid, signal.SIGKILL)
+"""
+
+
+def supervise(course: Path, wait_for: str, how: str) -> dict:
+    """Run `coursekit grade sdpa --workers 2` in ``course`` and stop it once ``wait_for`` ("one-graded": a student
+    is in the manifest; "sandbox": a submission is running) by ``how`` ("kill-parent" or "ctrl-c")."""
+    coursekit = str(Path(sys.executable).parent / "coursekit")
+    proc = subprocess.run([sys.executable, "-c", SUPERVISOR, str(course), coursekit, wait_for, how],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])

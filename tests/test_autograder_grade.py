@@ -6,6 +6,8 @@ Re-runs are idempotent."""
 
 import csv
 import json
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -152,6 +154,25 @@ def test_feedback_carries_the_diagnosis_and_never_a_hidden_test_or_a_file_from_o
         text = path.read_text()
         for hidden in (*hc.HIDDEN, targets.secret_text):
             assert hidden not in text, f"{path.relative_to(course)} shows {hidden!r}"
+
+
+def test_a_run_killed_mid_batch_leaves_nothing_running_and_the_rerun_grades_as_an_uninterrupted_run(
+        graded, tmp_path):
+    _, rows, _, _, _ = graded
+    students = ["reference", "unscaled", "blank"]
+    hc.make_course(tmp_path, {"reference": hc.answered(hc.REFERENCE), "unscaled": hc.answered(hc.UNSCALED),
+                              "blank": hc.release()})
+    outcome = hc.supervise(tmp_path, "one-graded", "kill-parent")
+    assert outcome["stopped"] and outcome["code"] == -signal.SIGKILL, outcome
+    assert outcome["survivors"] == [], "the killed run left processes behind"
+    assert 1 <= outcome["graded_when_stopped"] < len(students), "the run must be killed mid-batch"
+    json.loads((tmp_path / "reports" / "sdpa" / "manifest.json").read_text())  # written whole, never half
+
+    def same(row):  # what must not depend on the run (fresh seeds of hidden tests aside)
+        return row.student, row.notebook, row.score, row.status, re.sub(r"seed=\d+", "seed=N", row.detail), row.isolation
+
+    rerun = grade_assignment(tmp_path, "sdpa", SETTINGS)
+    assert sorted(map(same, rerun)) == sorted(same(rows[s]) for s in students)
 
 
 def test_regrading_is_idempotent_and_only_redoes_what_changed(graded):

@@ -31,17 +31,22 @@ def limit_resources(limits: dict[str, float]) -> None:
 
     RLIMIT_NPROC counts the tasks of this uid in this user namespace (the sandbox's own, Linux 5.14 or later),
     so it binds the sandbox alone, except where the host uid is root: the kernel exempts root, and the grader
-    adds a pids cgroup instead (:mod:`coursekit.autograder.isolation`).
+    adds a pids cgroup instead (:mod:`coursekit.autograder.isolation`). ``max_processes`` 0 sets none (no
+    sandbox: the count would be the grader's user's).
     """
     cpu = int(limits["cpu_time_s"])
     caps = {  # (soft, hard)
         resource.RLIMIT_AS: (int(limits["memory_mb"]) * 2**20,) * 2,
-        resource.RLIMIT_NPROC: (int(limits["max_processes"]),) * 2,
         resource.RLIMIT_CPU: (cpu, cpu + 1),  # SIGXCPU at the limit; SIGKILL a second later for code that ignores it
         resource.RLIMIT_FSIZE: (int(limits["file_size_mb"]) * 2**20,) * 2,
         resource.RLIMIT_CORE: (0, 0),
     }
+    if limits["max_processes"]:
+        caps[resource.RLIMIT_NPROC] = (int(limits["max_processes"]),) * 2
     for which, (soft, hard) in caps.items():
+        _, ceiling = resource.getrlimit(which)  # never above what the grader itself was given
+        if ceiling != resource.RLIM_INFINITY:
+            soft, hard = min(soft, ceiling), min(hard, ceiling)
         resource.setrlimit(which, (soft, hard))
 
 

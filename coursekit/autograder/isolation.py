@@ -117,7 +117,7 @@ def _system_binds() -> list[str]:
             args += ["--symlink", os.readlink(path), str(path)]
         elif path.is_dir():
             args += ["--ro-bind", str(path), str(path)]
-    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime"):
+    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives"):
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     return args
 
@@ -144,10 +144,11 @@ def bwrap_command(isolation: Isolation, argv: list[str], files: dict[str, str], 
     """
     readonly = python_paths()
     for secret in hidden:
-        if _covered(os.path.realpath(secret), ["/usr", *readonly]):
+        shown = [p for p in ["/usr", *readonly] if _covered(os.path.realpath(secret), [p])]
+        if shown:
             raise IsolationUnavailable(
-                f"the sandbox would show {secret}: it lies inside {next(p for p in ['/usr', *readonly] if _covered(os.path.realpath(secret), [p]))}, "
-                "which submissions must be able to read. Keep the course directory outside the Python installation.")
+                f"the sandbox would show {secret}: it lies inside {shown[0]}, which submissions must be able to read. "
+                "Keep the course directory outside the Python installation.")
     size = str(disk_mb * 2**20)
     workdir = f"{HOME}/{folder}"
     fds = [_data_fd(f"learner:x:{SANDBOX_UID}:{SANDBOX_UID}:learner:{HOME}:/bin/sh\n"),
@@ -162,7 +163,7 @@ def bwrap_command(isolation: Isolation, argv: list[str], files: dict[str, str], 
     for path in readonly:
         args += ["--ro-bind", path, path]
     for name, source in sorted(files.items()):
-        fd = os.open(source, os.O_RDONLY)
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
         fds.append(fd)
         args += ["--perms", "0644", "--file", str(fd), f"{workdir}/{name}"]
     env = {"HOME": HOME, "USER": "learner", "LOGNAME": "learner", "LANG": "C.UTF-8", "TERM": "dumb",

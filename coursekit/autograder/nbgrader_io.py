@@ -21,6 +21,17 @@ class CourseError(Exception):
     """A problem with the course directory or the command's arguments; the message is one line that says what to do."""
 
 
+class NbgraderFailed(CourseError, RuntimeError):
+    """nbgrader itself failed; the message names the command and nbgrader's last error, ``output`` holds the rest."""
+
+    def __init__(self, args: tuple[str, ...], code: int, output: str) -> None:
+        errors = [line.strip() for line in output.splitlines() if "ERROR" in line or "Error" in line] or \
+                 [line.strip() for line in output.splitlines() if line.strip()] or ["no output"]
+        super().__init__(f"`nbgrader {' '.join(args)}` failed (exit {code}): {errors[-1][:300]}; run it at the "
+                         "course root to see its whole output")
+        self.output = output
+
+
 def find_course(folder: Path) -> Path:
     """``folder`` resolved, if it is a course directory (has ``nbgrader_config.py``).
 
@@ -75,12 +86,12 @@ def run_nbgrader(course_dir: Path, *args: str, timeout: float | None = None) -> 
     """Run ``nbgrader ARGS`` (with this interpreter) in ``course_dir`` and return the finished process.
 
     Raises:
-        RuntimeError: with nbgrader's own output when it exits non-zero.
+        NbgraderFailed: when it exits non-zero (a RuntimeError, with nbgrader's whole output in ``output``).
     """
     command = [sys.executable, "-m", "nbgrader", *args]
     proc = subprocess.run(command, cwd=course_dir, env=nbgrader_env(), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"`nbgrader {' '.join(args)}` failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise NbgraderFailed(args, proc.returncode, f"{proc.stdout}\n{proc.stderr}")
     return proc
 
 

@@ -103,8 +103,9 @@ class Sandbox:
         self.dead: str | None = None
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
-        child_limits = {"memory_mb": limits.memory_mb, "max_processes": limits.max_processes,
-                        "cpu_time_s": limits.cpu_time_s, "file_size_mb": limits.file_size_mb}
+        # Outside a user namespace of its own, RLIMIT_NPROC would count all the grader's processes: none then.
+        child_limits = {"memory_mb": limits.memory_mb, "cpu_time_s": limits.cpu_time_s, "file_size_mb": limits.file_size_mb,
+                        "max_processes": limits.max_processes if self.isolation.isolated else 0}
         argv = [sys.executable, "-I", "-m", "coursekit.autograder.child", str(to_child_r), str(from_child_w),
                 json.dumps(child_limits), bridge.wrapper]
         # A file, not a pipe: a submission flooding stderr from C code must not block on a full pipe.
