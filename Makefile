@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup book test release clean
+.PHONY: setup book test release clean hub-setup hub-trial
 
 setup: $(VENV)/.installed
 
@@ -29,3 +29,10 @@ release: setup
 
 clean:
 	rm -rf _build
+
+# The course hub (hub/README.md), as root: install its environment into /opt/coursehub, or try it on loopback.
+hub-setup:
+	hub/course-hub setup
+
+hub-trial:
+	hub/course-hub trial

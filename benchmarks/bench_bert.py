@@ -37,23 +37,13 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coursekit.bert import BertConfig, BertForPreTraining, BertForSequenceClassification, BertModel, count_parameters  # noqa: E402
-from coursekit.bert_data import (  # noqa: E402
-    NextSentenceDataset,
-    WordPieceTokenizer,
-    make_pretraining_loader,
-    split_documents,
-    stdlib_documents,
-)
-from coursekit.bert_train import (  # noqa: E402
-    AREAS,
-    SentenceClassificationDataset,
-    evaluate_classifier,
-    finetune,
-    majority_baselines,
-    pretrain,
-    stdlib_area_task,
-)
-from coursekit.viz_bert import plot_bert_attention, plot_mask_predictions, plot_pretraining_curves  # noqa: E402
+from coursekit.bert.corpus import split_documents, stdlib_documents  # noqa: E402
+from coursekit.bert.downstream import AREAS, SentenceClassificationDataset, stdlib_area_task  # noqa: E402
+from coursekit.bert.plots import plot_bert_attention, plot_mask_predictions  # noqa: E402
+from coursekit.bert.pretraining_data import NextSentenceDataset, make_pretraining_loader  # noqa: E402
+from coursekit.bert.tokenizer import WordPieceTokenizer  # noqa: E402
+from coursekit.bert.training import evaluate_classifier, finetune, majority_baselines, pretrain  # noqa: E402
+from coursekit.viz import plot_pretraining_curves  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -5,8 +5,9 @@
    ``--time-budget`` seconds; report exact match and chrF on the 1000 held-out test numbers, the wall time, and
    when validation exact match first reached 95%. Saves the cross-attention of ``--example`` to ``--plot`` and,
    next to it, the encoder and decoder self-attention, the learning-rate schedule and the positional encodings.
-2. Training step (forward, label-smoothed loss, backward, Adam) against ``torch.nn.Transformer`` of the same
-   size on the same batches, both in train mode with dropout 0.1; the two alternate, median of ``--reps``.
+2. Training step (forward, label-smoothed loss, backward, Adam: ``coursekit.train.train_step`` without clipping,
+   bf16 autocast on CUDA) against ``torch.nn.Transformer`` of the same size on the same batches, both in train
+   mode with dropout 0.1; the two alternate, median of ``--reps``.
 3. Greedy decoding of 64 tokens with and without the key/value cache (a STOP-free model so every run is
    exactly 64 steps), checking that both give the same tokens.
 4. On CUDA only: training and decoding tokens/s of the base model (D=512, 6 + 6 layers) under bf16 autocast.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import statistics
 import time
@@ -34,9 +36,10 @@ from coursekit.data import TranslationDataset, make_loader, number_task  # noqa:
 from coursekit.decoding import greedy_decode  # noqa: E402
 from coursekit.masks import causal_mask  # noqa: E402
 from coursekit.positional import SinusoidalPositionalEncoding  # noqa: E402
-from coursekit.transformer import Transformer, TransformerConfig, label_smoothed_loss  # noqa: E402
+from coursekit.train import teacher_forced_loss, train_step  # noqa: E402
+from coursekit.transformer import Transformer, TransformerConfig  # noqa: E402
 from coursekit.translate import TranslateOptions, example_source, run, translate_with_attention  # noqa: E402
-from coursekit.viz_transformer import plot_attention_grid, plot_lr_schedule, plot_positional_encodings  # noqa: E402
+from coursekit.viz import plot_attention_grid, plot_lr_schedule, plot_positional_encodings  # noqa: E402
 
 
 class TorchTransformer(nn.Module):
@@ -68,10 +71,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_training_steps(models: dict[str, nn.Module], batches: list, reps: int, device: torch.device,
-                        autocast: bool = False) -> dict[str, float]:
+def time_training_steps(models: dict[str, nn.Module], batches: list, reps: int,
+                        device: torch.device) -> dict[str, float]:
     """Median seconds per training step of each model, alternating models step by step."""
     optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-4) for name, m in models.items()}
+    smoothed = functools.partial(teacher_forced_loss, label_smoothing=0.1)
     times: dict[str, list[float]] = {name: [] for name in models}
     for rep in range(reps + 5):  # the first 5 warm up
         batch = batches[rep % len(batches)]
@@ -79,12 +83,7 @@ def time_training_steps(models: dict[str, nn.Module], batches: list, reps: int, 
             model.train()
             sync(device)
             start = time.perf_counter()
-            optimizers[name].zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits, _ = model(batch.src, batch.src_key_padding_mask, batch.tgt_in)
-                loss = label_smoothed_loss(logits, batch.tgt_out, batch.tgt_key_padding_mask, 0.1)
-            loss.backward()
-            optimizers[name].step()
+            train_step(model, batch, optimizers[name], loss_fn=smoothed, clip_grad_norm=None, device=device)
             sync(device)
             if rep >= 5:
                 times[name].append(time.perf_counter() - start)
@@ -155,10 +154,10 @@ def save_other_plots(model: Transformer, task, source: list[str], path: Path, op
     print(f"   {' '.join(source)} -> {' '.join(tokens)}")
     targets = ["[START]"] + tokens[:-1]
     figures = {
-        "encoder": plot_attention_grid(maps.encoder[0], source, source, "Encoder self-attention",
+        "encoder": plot_attention_grid(maps.encoder[0], keys=source, queries=source, title="Encoder self-attention",
                                        xlabel="source token (key)", ylabel="source token (query)"),
-        "decoder_self": plot_attention_grid(maps.decoder_self[0], targets, targets,
-                                            "Decoder masked self-attention (row t sees inputs 0..t)",
+        "decoder_self": plot_attention_grid(maps.decoder_self[0], keys=targets, queries=targets,
+                                            title="Decoder masked self-attention (row t sees inputs 0..t)",
                                             xlabel="decoder input (key)", ylabel="decoder input (query)"),
         "lr_schedule": plot_lr_schedule([options.d_model, 512], [options.warmup_steps, 4000], total_steps=20_000),
         "positional": plot_positional_encodings(64, options.d_model),
@@ -175,7 +174,7 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
     loader = make_loader(TranslationDataset(task.train, task.src_vocab, task.tgt_vocab), 64, shuffle=True)
     batches = [batch.to(device) for batch, _ in zip(loader, range(20))]
     print(f"\n2. Training step on {device.type} ({torch.get_num_threads()} threads), real batches of 64 "
-          f"(forward + label-smoothed loss + backward + Adam), median of {args.reps}")
+          f"(coursekit.train.train_step: forward + label-smoothed loss + backward + Adam), median of {args.reps}")
     print(f"   {'model':<34}{'nn.Transformer (ms)':>21}{'coursekit (ms)':>16}{'ratio':>8}")
     for d_model, layers in ((128, 2), (256, 3)):
         config = TransformerConfig(len(task.src_vocab), len(task.tgt_vocab), d_model=d_model, nhead=4,
@@ -210,7 +209,7 @@ def cuda_throughput(args: argparse.Namespace) -> None:
     config = TransformerConfig(len(task.src_vocab), len(task.tgt_vocab), max_len=128)  # the base model
     torch.manual_seed(0)
     models = {"torch": TorchTransformer(config).to(device), "coursekit": Transformer(config).to(device)}
-    t = time_training_steps(models, batches, args.reps, device, autocast=True)
+    t = time_training_steps(models, batches, args.reps, device)
     tokens = statistics.mean(int((~b.tgt_key_padding_mask).sum()) for b in batches)
     print(f"\n4. CUDA, bf16 autocast, base model (D=512, 6+6 layers), batch 256: target tokens/s in training: "
           f"nn.Transformer {tokens / t['torch']:,.0f}, coursekit {tokens / t['coursekit']:,.0f} "

@@ -2,7 +2,7 @@
 
 Shape legend: B batch, S source length, L generated length, K beam size, V target vocabulary size.
 
-Both searches work on any :class:`coursekit.seq2seq.EncoderDecoder` (``encode`` once, then ``decode_step`` one
+Both searches work on any :class:`coursekit.encoder_decoder.EncoderDecoder` (``encode`` once, then ``decode_step`` one
 token at a time), batched: every sequence of the batch is decoded at once, and a sequence that has emitted
 [STOP] stays finished (it is padded with ``pad_id`` and its score stops changing) while the others go on.
 Put the model in ``eval()`` mode first; with dropout active the searches are random.
@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from coursekit.seq2seq import EncoderDecoder
+from coursekit.encoder_decoder import EncoderDecoder
 
 
 class Decoded(NamedTuple):
@@ -71,7 +71,7 @@ def greedy_decode(
     r"""Pick the most likely next token at every step: :math:`y_t = \arg\max_y p(y \mid y_{<t}, x)`.
 
     Args:
-        model: any :class:`~coursekit.seq2seq.EncoderDecoder`.
+        model: any :class:`~coursekit.encoder_decoder.EncoderDecoder`.
         src, src_key_padding_mask: (B, S) source ids and padding mask (True at padding).
         start_id, stop_id, pad_id: the target vocabulary's [START], [STOP] and [PAD] ids.
         max_len: the most tokens to generate per sequence, [STOP] included.

@@ -7,11 +7,10 @@ H heads, Dh = D / H head dim, L layers, V vocabulary size.
   :meth:`~TransformerConfig.tiny`.
 - :class:`Transformer`: embeddings scaled by :math:`\\sqrt{D}` plus sinusoidal positions (sections 3.4-3.5),
   the encoder and decoder stacks of :mod:`coursekit.transformer_layers`, and a linear + softmax output whose
-  weights can be tied to the embeddings. It implements :class:`coursekit.seq2seq.EncoderDecoder`, so
+  weights can be tied to the embeddings. It implements :class:`coursekit.encoder_decoder.EncoderDecoder`, so
   :func:`coursekit.decoding.greedy_decode`, :func:`~coursekit.decoding.beam_search` and
   :func:`coursekit.train.train` work on it unchanged; ``decode_step`` uses a key/value cache.
 - :class:`WarmupInverseSqrtLR`: the paper's learning-rate schedule (section 5.3, eq. 3) as a torch scheduler.
-- :func:`label_smoothed_loss`: cross-entropy with label smoothing (section 5.4).
 
 Book: chapter "The Transformer".
 """
@@ -23,13 +22,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from coursekit.encoder_decoder import DecoderState, EncoderDecoder, Seq2SeqOutput, StepOutput, check_source, check_target
 from coursekit.positional import SinusoidalPositionalEncoding
-from coursekit.seq2seq import DecoderState, EncoderDecoder, Seq2SeqOutput, StepOutput, check_source, check_target
 from coursekit.transformer_layers import (
     ACTIVATIONS,
     KVCache,
@@ -60,7 +58,8 @@ class TransformerConfig:
             Press and Wolf, 2017).
         share_src_tgt_embeddings: also use it for the source (the paper's shared BPE vocabulary); needs
             ``src_vocab_size == tgt_vocab_size``.
-        label_smoothing: epsilon_ls = 0.1 (section 5.4), used by :func:`label_smoothed_loss` in training.
+        label_smoothing: epsilon_ls = 0.1 (section 5.4), the ``label_smoothing`` of
+            :func:`coursekit.train.sequence_loss` in training.
         warmup_steps: 4000 (section 5.3), used by :class:`WarmupInverseSqrtLR`.
         pad_id: the padding id of both vocabularies (:class:`coursekit.data.Vocab` uses 0).
     """
@@ -146,7 +145,7 @@ class Transformer(EncoderDecoder):
     The embeddings are initialised with standard deviation :math:`D^{-1/2}` so that the scaled ones start at
     unit variance, like the positional encodings they are added to. With ``tie_embeddings``, :math:`W_o = E^\top`.
 
-    Implements :class:`coursekit.seq2seq.EncoderDecoder`. ``decode_step`` keeps a key/value cache in the decoder
+    Implements :class:`coursekit.encoder_decoder.EncoderDecoder`. ``decode_step`` keeps a key/value cache in the decoder
     state (keys ``self_k.{i}``, ``self_v.{i}``, ``cross_k.{i}``, ``cross_v.{i}``, all batch-first, so
     :meth:`reorder_state` works for beam search): each step projects only the new token, :math:`O(t)` work at
     step :math:`t` instead of re-running the decoder over the whole prefix. Set ``model.use_kv_cache = False``
@@ -167,7 +166,8 @@ class Transformer(EncoderDecoder):
         D = config.d_model
         self.tgt_embed = nn.Embedding(config.tgt_vocab_size, D)
         self.src_embed = self.tgt_embed if config.share_src_tgt_embeddings else nn.Embedding(config.src_vocab_size, D)
-        for embedding in {self.src_embed, self.tgt_embed}:
+        # A fixed order (not a set, which orders by memory address): the same seed must build the same model.
+        for embedding in dict.fromkeys((self.src_embed, self.tgt_embed)):
             nn.init.normal_(embedding.weight, std=D**-0.5)
         self.positions = SinusoidalPositionalEncoding(D, max_len=config.max_len, dropout=config.dropout)
         layer_kwargs = dict(d_model=D, nhead=config.nhead, dim_feedforward=config.dim_feedforward,
@@ -274,7 +274,7 @@ class Transformer(EncoderDecoder):
 
 
 # --------------------------------------------------------------------------------------------------
-# Training: the learning-rate schedule and label smoothing
+# Training: the learning-rate schedule
 # --------------------------------------------------------------------------------------------------
 
 
@@ -317,28 +317,3 @@ class WarmupInverseSqrtLR(LRScheduler):
         # last_epoch counts scheduler steps from 0; the update about to happen is optimizer step last_epoch + 1.
         lr = transformer_lr(self.last_epoch + 1, self.d_model, self.warmup_steps, self.factor)
         return [lr for _ in self.optimizer.param_groups]
-
-
-def label_smoothed_loss(
-    logits: Tensor, tgt_out: Tensor, tgt_key_padding_mask: Tensor, smoothing: float = 0.1
-) -> Tensor:
-    r"""Cross-entropy against a smoothed target over the real (non-padding) tokens (Szegedy et al., 2016; section 5.4).
-
-    .. math::
-        q(k) = (1 - \epsilon)\,[k = y] + \epsilon / V, \qquad
-        \mathcal{L} = -\frac{1}{N} \sum_{b,t} \sum_k q(k) \log p_{b,t}(k)
-
-    "This hurts perplexity, as the model learns to be more unsure, but improves accuracy and BLEU score."
-
-    Args:
-        logits: (B, T, V). tgt_out: (B, T) the tokens to predict. tgt_key_padding_mask: (B, T), True at padding.
-        smoothing: epsilon_ls; 0 gives plain cross-entropy.
-
-    Returns:
-        A scalar, the mean over the N real target tokens.
-    """
-    if logits.shape[:2] != tgt_out.shape or tgt_out.shape != tgt_key_padding_mask.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} must be (B, T, V) for tgt_out {tuple(tgt_out.shape)} and "
-                         f"tgt_key_padding_mask {tuple(tgt_key_padding_mask.shape)}, both (B, T)")
-    real = ~tgt_key_padding_mask  # (B, T)
-    return F.cross_entropy(logits[real].float(), tgt_out[real], label_smoothing=smoothing)  # (N, V) against (N,)

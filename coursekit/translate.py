@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import itertools
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +32,11 @@ from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim import Optimizer
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from coursekit.data import (
     NUMBER_LANGUAGES,
-    Seq2SeqBatch,
     Task,
     TranslationDataset,
     Vocab,
@@ -52,15 +47,9 @@ from coursekit.data import (
     number_words,
 )
 from coursekit.decoding import beam_search, greedy_decode
-from coursekit.device import autocast, get_device
-from coursekit.train import History, evaluate, save_checkpoint
-from coursekit.transformer import (
-    AttentionMaps,
-    Transformer,
-    TransformerConfig,
-    WarmupInverseSqrtLR,
-    label_smoothed_loss,
-)
+from coursekit.device import get_device
+from coursekit.train import History, save_checkpoint, teacher_forced_loss, train
+from coursekit.transformer import AttentionMaps, Transformer, TransformerConfig, WarmupInverseSqrtLR
 
 
 @dataclass(frozen=True)
@@ -211,79 +200,29 @@ def train_loader(task: Task, batch_size: int, seed: int, context: Context) -> Da
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate)
 
 
-def train_step(model: nn.Module, batch: Seq2SeqBatch, optimizer: Optimizer, scheduler: WarmupInverseSqrtLR,
-               smoothing: float, clip_grad_norm: float | None, device: torch.device) -> float:
-    """One update: teacher-forced forward, label-smoothed loss, backward (DDP averages the gradients), step.
-
-    ``model`` may be the Transformer or its DistributedDataParallel wrapper. Returns the local loss.
-    """
-    optimizer.zero_grad(set_to_none=True)
-    with autocast(device):
-        logits, _ = model(batch.src, batch.src_key_padding_mask, batch.tgt_in)  # (B, T, V)
-        loss = label_smoothed_loss(logits, batch.tgt_out, batch.tgt_key_padding_mask, smoothing)
-    loss.backward()
-    if clip_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    return loss.item()
-
-
 def train_model(model: Transformer, task: Task, options: TranslateOptions, context: Context) -> History:
-    """Train until the first stopping rule; rank 0 validates every ``valid_every`` epochs.
+    """Train with :func:`coursekit.train.train` until the first stopping rule; rank 0 validates every
+    ``valid_every`` epochs.
 
-    The time budget is read on rank 0 and broadcast, so every process stops after the same step (a process
-    that stopped alone would leave the others waiting for its gradients).
+    Every process steps its DistributedDataParallel copy (gradients are averaged in the backward pass) and
+    draws its own dropout (seed + rank); the time budget is read on rank 0's clock.
     """
     model.to(context.device)
     wrapped = DistributedDataParallel(model, device_ids=[context.device.index] if context.device.type == "cuda"
                                       else None) if context.distributed else model
     loader = train_loader(task, options.batch_size, options.seed, context)
-    valid_loader = make_loader(TranslationDataset(task.valid, task.src_vocab, task.tgt_vocab), 256, shuffle=False)
+    validate = context.is_main and options.valid_every > 0
+    valid_loader = make_loader(TranslationDataset(task.valid, task.src_vocab, task.tgt_vocab), 256,
+                               shuffle=False) if validate else None
     # Section 5.3: Adam with beta2 = 0.98 and eps = 1e-9; the scheduler sets the learning rate itself.
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     scheduler = WarmupInverseSqrtLR(optimizer, model.config.d_model, model.config.warmup_steps, options.lr_factor)
-    history, step, start, stop = History(), 0, time.perf_counter(), False
-    torch.manual_seed(options.seed + context.rank)  # dropout: a different stream on every process
-    for epoch in itertools.count(1):
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every process
-        model.train()
-        losses = []
-        for batch in loader:
-            loss = train_step(wrapped, batch.to(context.device), optimizer, scheduler, model.config.label_smoothing,
-                              options.clip_grad_norm, context.device)
-            history.steps.append(step)
-            history.loss.append(loss)
-            history.lr.append(optimizer.param_groups[0]["lr"])
-            losses.append(loss)
-            step += 1
-            stop = _should_stop(step, start, options, context)
-            if stop:
-                break
-        row = {"epoch": epoch, "step": step, "train_loss": sum(losses) / len(losses)}
-        if context.is_main and options.valid_every and epoch % options.valid_every == 0:
-            metrics = evaluate(model, valid_loader, device=context.device)
-            row.update(valid_loss=metrics["loss"], token_accuracy=metrics["token_accuracy"],
-                       exact_match=metrics["exact_match"])
-        row["time_s"] = time.perf_counter() - start
-        history.epochs.append(row)
-        if context.is_main and options.progress:
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-        if stop or (options.epochs is not None and epoch >= options.epochs):
-            break
-    return history
-
-
-def _should_stop(step: int, start: float, options: TranslateOptions, context: Context) -> bool:
-    if options.max_steps is not None and step >= options.max_steps:
-        return True  # the same step on every process: no need to talk
-    if options.time_budget_s is None:
-        return False
-    flag = torch.tensor([float(time.perf_counter() - start >= options.time_budget_s)])
-    if context.distributed:
-        dist.broadcast(flag, src=0)  # rank 0's clock decides for everyone
-    return bool(flag.item())
+    smoothed = functools.partial(teacher_forced_loss, label_smoothing=model.config.label_smoothing)
+    return train(wrapped, loader, epochs=options.epochs, max_steps=options.max_steps,
+                 time_budget_s=options.time_budget_s, optimizer=optimizer, scheduler=scheduler,
+                 device=context.device, clip_grad_norm=options.clip_grad_norm, valid_loader=valid_loader,
+                 valid_every=max(1, options.valid_every), seed=options.seed + context.rank,
+                 progress=options.progress and context.is_main, loss_fn=smoothed)
 
 
 def detokenize(tokens: Sequence[str]) -> str:
@@ -365,10 +304,10 @@ def plot_example(model: Transformer, task: Task, source: list[str], path: str, d
     """Translate one source and save its cross-attention, every layer and head, to ``path``. Returns the output."""
     import matplotlib.pyplot as plt
 
-    from coursekit.viz_transformer import plot_attention_grid
+    from coursekit.viz import plot_attention_grid
 
     output_tokens, maps = translate_with_attention(model, source, task.src_vocab, task.tgt_vocab, device=device)
-    figure = plot_attention_grid(maps.cross[0], x_labels=source, y_labels=output_tokens,
+    figure = plot_attention_grid(maps.cross[0], keys=source, queries=output_tokens,
                                  title=f"Cross-attention: {' '.join(source)} -> {' '.join(output_tokens[:-1])}",
                                  xlabel="source token (key)", ylabel="output token (predicted by this query)")
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -19,23 +19,16 @@ from coursekit.bert import (  # noqa: E402
     BertForPreTraining,
     BertForSequenceClassification,
     BertModel,
-    hf_to_coursekit_key,
 )
-from coursekit.bert_data import (  # noqa: E402
-    NextSentenceDataset,
-    WordPieceTokenizer,
-    make_pretraining_loader,
-    stdlib_documents,
-)
-from coursekit.bert_train import (  # noqa: E402
-    SentenceClassificationDataset,
-    evaluate_classifier,
-    evaluate_pretraining,
-    finetune,
-    pretrain,
-)
+from coursekit.bert.checkpoints import hf_to_coursekit_key  # noqa: E402
+from coursekit.bert.corpus import stdlib_documents  # noqa: E402
+from coursekit.bert.downstream import SentenceClassificationDataset  # noqa: E402
+from coursekit.bert.plots import plot_bert_attention, plot_mask_predictions  # noqa: E402
+from coursekit.bert.pretraining_data import NextSentenceDataset, make_pretraining_loader  # noqa: E402
+from coursekit.bert.tokenizer import WordPieceTokenizer  # noqa: E402
+from coursekit.bert.training import evaluate_classifier, evaluate_pretraining, finetune, pretrain  # noqa: E402
 from coursekit.train import load_checkpoint  # noqa: E402
-from coursekit.viz_bert import plot_bert_attention, plot_mask_predictions, plot_pretraining_curves  # noqa: E402
+from coursekit.viz import plot_pretraining_curves  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never reach for the network
 TINY = BertConfig(vocab_size=97, d_model=32, nhead=4, num_layers=2, dim_feedforward=64, dropout=0.0, max_len=24)
@@ -206,6 +199,9 @@ def test_config_is_frozen_and_round_trips_through_hf_config_json():
     assert BertConfig().d_model == 768 and BertConfig().num_layers == 12 and BertConfig().layer_norm_eps == 1e-12
     with pytest.raises(ValueError, match="hidden_act"):
         BertConfig.from_hf_dict({**config.to_hf_dict(), "hidden_act": "relu"})
+    with pytest.warns(UserWarning, match="different hidden and attention dropout"):
+        mixed = BertConfig.from_hf_dict({**config.to_hf_dict(), "attention_probs_dropout_prob": 0.2})
+    assert mixed.dropout == config.dropout
     layer = BertModel(config).encoder.layers[0]
     assert layer.norm1.eps == 1e-12 and layer.activation.approximate == "none" and not layer.norm_first
 

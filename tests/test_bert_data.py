@@ -1,4 +1,4 @@
-"""coursekit.bert_data: the tokenizer agrees with BERT's, NSP pairs are balanced and honest, masking has BERT's
+"""coursekit.bert's data (tokenizer, corpus, pretraining_data, downstream): the tokenizer agrees with BERT's, NSP pairs are balanced and honest, masking has BERT's
 statistics and never touches special tokens."""
 
 import inspect
@@ -9,24 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from coursekit.bert_data import (
+from coursekit.bert.corpus import Document, docstring_sentences, split_documents, stdlib_documents
+from coursekit.bert.downstream import SentenceClassificationDataset, stdlib_area_task
+from coursekit.bert.pretraining_data import (
     IGNORE_INDEX,
     IS_NEXT,
     NOT_NEXT,
-    SPECIAL_TOKENS,
     BucketBatchSampler,
-    Document,
     MLMCollator,
     NextSentenceDataset,
-    WordPieceTokenizer,
-    build_pair,
-    docstring_sentences,
     make_pretraining_loader,
     mask_tokens,
-    split_documents,
-    stdlib_documents,
 )
-from coursekit.bert_train import SentenceClassificationDataset, stdlib_area_task
+from coursekit.bert.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer, build_pair
 
 PACKAGES = ("email", "asyncio", "logging", "unittest", "json", "http", "xml")
 

@@ -12,14 +12,15 @@ import pytest
 
 import coursekit.attention
 import coursekit.bert
-import coursekit.bert_data
+import coursekit.bert.pretraining_data
+import coursekit.classifier
 import coursekit.decoding
+import coursekit.gpt
 import coursekit.positional
 import coursekit.seq2seq
 import coursekit.train
 import coursekit.transformer
 import coursekit.transformer_layers
-import coursekit.translate
 from coursekit.autograder.nbgrader_io import nbgrader_env
 from tests.conftest import ROOT
 
@@ -59,7 +60,8 @@ def visible_text(page: str) -> str:
 CHAPTERS = {
     "seq2seq_rnn": dict(
         source=[coursekit.seq2seq.RNNEncoderDecoder.encode, coursekit.seq2seq.RNNEncoderDecoder._decode,
-                coursekit.train.train_step, coursekit.train.sequence_loss, coursekit.decoding.greedy_decode],
+                coursekit.train.train_step, coursekit.train.teacher_forced_loss, coursekit.train.sequence_loss,
+                coursekit.decoding.greedy_decode],
         equations=["eq-rnn-encoder", "eq-rnn-decoder", "eq-seq-loss"], figures=2,
         notebook="exercises/bahdanau/bahdanau.ipynb"),
     "bahdanau_attention": dict(
@@ -92,15 +94,23 @@ CHAPTERS = {
     "transformer": dict(
         source=[coursekit.transformer_layers.TransformerEncoderLayer._layer,
                 coursekit.transformer_layers.TransformerDecoderLayer.run, coursekit.transformer.Transformer._embed,
-                coursekit.transformer.transformer_lr, coursekit.transformer.label_smoothed_loss,
-                coursekit.translate.train_step, coursekit.decoding.beam_search],
+                coursekit.transformer.transformer_lr, coursekit.train.sequence_loss, coursekit.train.train_step,
+                coursekit.train.teacher_forced_loss, coursekit.decoding.beam_search],
         equations=["eq-ffn", "eq-residual-layernorm", "eq-transformer-lr"], figures=5,
         notebook="exercises/transformer/transformer.ipynb"),
     "bert": dict(
-        source=[coursekit.bert.BertEmbeddings.forward, coursekit.bert_data.mask_tokens,
+        source=[coursekit.bert.BertEmbeddings.forward, coursekit.bert.pretraining_data.mask_tokens,
                 coursekit.bert.BertForPreTraining.compute_loss, coursekit.bert.BertForSequenceClassification.forward],
         equations=["eq-bert-input", "eq-mlm-loss", "eq-nsp-loss", "eq-bert-loss", "eq-bert-finetune"], figures=2,
         notebook="exercises/bert/bert.ipynb"),
+    "classifier": dict(
+        source=[coursekit.classifier.TransformerClassifier.encode, coursekit.classifier.TransformerClassifier.pool,
+                coursekit.classifier.classification_loss],
+        equations=["eq-classifier"], figures=3, notebook=None),
+    "gpt": dict(
+        source=[coursekit.gpt.CausalSelfAttention.forward, coursekit.gpt.GPTBlock.forward, coursekit.gpt.GPT.forward,
+                coursekit.gpt.next_token, coursekit.gpt.stream],
+        equations=["eq-perplexity", "eq-gpt-block"], figures=2, notebook=None),
     "where_next": dict(source=[], equations=[], figures=0, notebook=None),
 }
 

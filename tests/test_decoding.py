@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from coursekit.decoding import beam_search, gnmt_length_penalty, greedy_decode
-from coursekit.seq2seq import EncoderDecoder, StepOutput
-from tests.test_seq2seq import STAGE_IDS, STAGES, random_batch
+from coursekit.encoder_decoder import EncoderDecoder, StepOutput
+from tests.helpers import STAGE_IDS, STAGES, random_batch
 
 PAD, START, STOP, A, B = 0, 1, 2, 3, 4
 

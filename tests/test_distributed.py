@@ -34,7 +34,8 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    result = run(TranslateOptions(**OPTIONS))
+    # A budget that never runs out: every step still asks rank 0's clock, so the broadcast runs on both ranks.
+    result = run(TranslateOptions(**OPTIONS, time_budget_s=600.0))
     torch.save(result.model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
 
 

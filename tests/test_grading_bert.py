@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import coursekit.bert_data
+import coursekit.bert.pretraining_data
 from coursekit import grading
 from coursekit.grading import CheckFailed, ShortcutUsed
 from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
@@ -169,10 +169,10 @@ def test_each_loss_mistake_gets_its_own_diagnosis(kind, message):
 
 def test_shortcuts_through_the_reference_earn_nothing():
     def via_coursekit(input_ids, mask_id, vocab_size, special_ids, mlm_probability=0.15):
-        return coursekit.bert_data.mask_tokens(input_ids, mask_id=mask_id, special_ids=special_ids,
-                                               vocab_size=vocab_size, mask_prob=mlm_probability)
+        return coursekit.bert.pretraining_data.mask_tokens(input_ids, mask_id=mask_id, special_ids=special_ids,
+                                                           vocab_size=vocab_size, mask_prob=mlm_probability)
 
-    with pytest.raises(ShortcutUsed, match="coursekit.bert_data"):
+    with pytest.raises(ShortcutUsed, match="coursekit.bert"):
         grading.check_masking_choice(via_coursekit, seed=0)
 
     def via_transformers(input_ids, mask_id, vocab_size, special_ids, mlm_probability=0.15):

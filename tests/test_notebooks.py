@@ -337,8 +337,8 @@ def _bert_table() -> dict[str, Planted]:
                                                  ("other += other >= i  # any document but this one", "pass")]),
         "mean-of-losses": planted(a, 8, {"test-loss": "You averaged the two losses"},
                                   loss_answer=("return mlm_loss + nsp_loss", "return (mlm_loss + nsp_loss) / 2")),
-        "calls-reference": planted(a, 5, {"test-choice": "coursekit.bert_data"},
-                                   masking_answer=("    special = ", "    from coursekit.bert_data import mask_tokens as ck\n"
+        "calls-reference": planted(a, 5, {"test-choice": "coursekit.bert"},
+                                   masking_answer=("    special = ", "    from coursekit.bert.pretraining_data import mask_tokens as ck\n"
                                                    "    return ck(input_ids, mask_id=mask_id, special_ids=special_ids, "
                                                    "vocab_size=vocab_size, mask_prob=mlm_probability)\n"
                                                    "    special = ")),

@@ -17,35 +17,15 @@ from coursekit.seq2seq import (
     RNNConfig,
     RNNEncoderDecoder,
     SelfAttentiveRNNConfig,
-    SelfAttentiveRNNEncoderDecoder,
 )
+from tests.helpers import SRC_V, STAGE_IDS, STAGES, TGT_V, random_batch
 
-SRC_V, TGT_V = 13, 11
-STAGES = [
-    (RNNEncoderDecoder, RNNConfig),
-    (BahdanauEncoderDecoder, BahdanauConfig),
-    (SelfAttentiveRNNEncoderDecoder, SelfAttentiveRNNConfig),
-    (AttentionOnlyEncoderDecoder, AttentionOnlyConfig),
-]
-STAGE_IDS = [cls.__name__ for cls, _ in STAGES]
-WITH_ATTENTION = [stage for stage in STAGES if stage[0] is not RNNEncoderDecoder]
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
 def build(cls, config_cls, seed=0):
     torch.manual_seed(seed)
     return cls(config_cls.tiny(SRC_V, TGT_V)).eval()
-
-
-def random_batch(src_lengths, tgt_lengths, seed=0):
-    """Random ids (4.. = ordinary tokens) padded with 0 at the end, and the masks that go with them."""
-    g = torch.Generator().manual_seed(seed)
-    src_mask = padding_mask(torch.tensor(src_lengths))
-    tgt_mask = padding_mask(torch.tensor(tgt_lengths))
-    src = torch.randint(4, SRC_V, src_mask.shape, generator=g).masked_fill(src_mask, 0)
-    tgt_in = torch.randint(4, TGT_V, tgt_mask.shape, generator=g).masked_fill(tgt_mask, 0)
-    tgt_in[:, 0] = 1  # [START]
-    return src, src_mask, tgt_in, tgt_mask
 
 
 @pytest.mark.parametrize(("cls", "config_cls"), STAGES, ids=STAGE_IDS)

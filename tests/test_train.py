@@ -1,6 +1,7 @@
 """coursekit.train: the loop learns, stops when told, is seeded, and checkpoints round-trip."""
 
 import dataclasses
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -16,8 +17,8 @@ from coursekit.seq2seq import (
     RNNConfig,
     RNNEncoderDecoder,
 )
-from coursekit.train import History, evaluate, load_checkpoint, save_checkpoint, sequence_loss, train
-from tests.test_seq2seq import STAGE_IDS, STAGES
+from coursekit.train import History, evaluate, evaluating, load_checkpoint, save_checkpoint, sequence_loss, train
+from tests.helpers import STAGE_IDS, STAGES
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -55,6 +56,20 @@ def test_sequence_loss_is_cross_entropy_over_real_tokens():
     mask = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 0, 0], [0, 1, 1, 1, 1]], dtype=torch.bool)
     expected = F.cross_entropy(logits.transpose(1, 2), target.masked_fill(mask, -100), ignore_index=-100)
     torch.testing.assert_close(sequence_loss(logits, target, mask), expected)
+
+
+def test_label_smoothing_matches_the_formula():
+    """Vaswani et al. (2017, section 5.4): q(k) = (1 - eps) [k = y] + eps / V, cross-entropy against q."""
+    torch.manual_seed(11)
+    logits, target = torch.randn(2, 3, 5), torch.randint(0, 5, (2, 3))
+    mask = torch.tensor([[False, False, True], [False, False, False]])
+    eps = 0.1
+    log_p = logits[~mask].log_softmax(-1)  # (N, V)
+    q = torch.full_like(log_p, eps / 5).scatter_add(1, target[~mask][:, None], torch.full((5, 1), 1 - eps))
+    expected = -(q * log_p).sum(-1).mean()
+    torch.testing.assert_close(sequence_loss(logits, target, mask, label_smoothing=eps), expected)
+    plain = F.cross_entropy(logits[~mask], target[~mask])
+    torch.testing.assert_close(sequence_loss(logits, target, mask, label_smoothing=0.0), plain)
 
 
 def test_evaluate_agrees_with_decoding_each_sequence_by_hand(task):
@@ -132,9 +147,63 @@ def test_checkpoint_of_another_class_is_refused(task, tmp_path):
     assert loaded.src_vocab is None and loaded.history is None
 
 
-def test_history_survives_a_dict_round_trip():
-    history = History(steps=[0, 1], loss=[2.0, 1.0], lr=[0.1, 0.1], epochs=[{"epoch": 1, "step": 2}])
+def test_history_records_formats_and_survives_a_dict_round_trip():
+    history = History()
+    history.record_step(0, 2.0, 0.1)
+    history.record_step(1, 1.0, 0.1)
+    history.epochs.append({"epoch": 1, "step": 2})
+    assert history == History(steps=[0, 1], loss=[2.0, 1.0], lr=[0.1, 0.1], epochs=[{"epoch": 1, "step": 2}])
     assert History.from_dict(history.to_dict()) == history
+    assert History.format_row({"epoch": 3, "step": 120, "train_loss": 0.421337, "exact_match": 1.0}) == \
+        "epoch=3 step=120 train_loss=0.4213 exact_match=1"
+
+
+def test_evaluating_switches_dropout_off_and_restores_the_mode_even_on_an_error():
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5))
+    with evaluating(model):
+        assert not model.training and not model[0].training
+    assert model.training
+    model.eval()
+    with evaluating(model):
+        pass
+    assert not model.training  # a model in eval mode stays there
+    model.train()
+    with pytest.raises(RuntimeError, match="boom"), evaluating(model):
+        raise RuntimeError("boom")
+    assert model.training
+
+
+class Points(NamedTuple):
+    """A batch for a model that is not an encoder-decoder: points x (B, 2) and their class y (B,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def to(self, device):
+        return Points(self.x.to(device), self.y.to(device))
+
+
+def test_the_loop_trains_any_model_with_its_own_loss_and_validation():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 2, generator=g)
+    data = [Points(x[i : i + 16], (x[i : i + 16].sum(1) > 0).long()) for i in range(0, 64, 16)]
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 2)
+
+    def loss_fn(model, batch):
+        return F.cross_entropy(model(batch.x), batch.y)
+
+    def accuracy(model, loader, device):
+        correct = sum(int((model(b.x).argmax(1) == b.y).sum()) for b in loader)
+        return {"loss": sum(loss_fn(model, b).item() for b in loader) / len(loader), "accuracy": correct / 64}
+
+    history = train(model, data, epochs=6, lr=0.1, device="cpu", progress=False, loss_fn=loss_fn,
+                    evaluate_fn=accuracy, valid_loader=data, valid_every=3)
+    assert len(history.loss) == 24 and history.loss[-1] < history.loss[0]
+    assert ["valid_loss" in row for row in history.epochs] == [False, False, True, False, False, True]
+    assert history.epochs[-1]["accuracy"] > 0.9 and history.epochs[-1]["valid_loss"] < history.epochs[2]["valid_loss"]
+    with pytest.raises(ValueError, match="valid_every"):
+        train(model, data, epochs=1, device="cpu", progress=False, loss_fn=loss_fn, valid_every=0)
 
 
 def test_bad_arguments_are_named(task):

@@ -6,20 +6,13 @@ import math
 import matplotlib
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from coursekit.data import number_task
 from coursekit.decoding import beam_search, greedy_decode
 from coursekit.masks import causal_mask, padding_mask
 from coursekit.train import load_checkpoint, save_checkpoint, train
-from coursekit.transformer import (
-    Transformer,
-    TransformerConfig,
-    WarmupInverseSqrtLR,
-    label_smoothed_loss,
-    transformer_lr,
-)
+from coursekit.transformer import Transformer, TransformerConfig, WarmupInverseSqrtLR, transformer_lr
 from coursekit.transformer_layers import (
     TransformerDecoder,
     TransformerDecoderLayer,
@@ -27,10 +20,10 @@ from coursekit.transformer_layers import (
     TransformerEncoderLayer,
 )
 from coursekit.translate import chrf, evaluate_translation, translate_with_attention
+from tests.helpers import SRC_V, TGT_V, random_batch
 
 matplotlib.use("Agg")
 
-SRC_V, TGT_V = 13, 11
 TOL = dict(atol=1e-5, rtol=1e-5)
 VARIANTS = [(norm_first, activation) for norm_first in (False, True) for activation in ("relu", "gelu")]
 VARIANT_IDS = [f"{'pre' if nf else 'post'}LN-{act}" for nf, act in VARIANTS]
@@ -51,15 +44,6 @@ def jiggled(module):
         for p in module.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return module.train()  # train mode, dropout 0: torch's eval fast path would change padded positions
-
-
-def random_batch(src_lengths, tgt_lengths, seed=0, src_v=SRC_V, tgt_v=TGT_V):
-    g = torch.Generator().manual_seed(seed)
-    src_mask, tgt_mask = padding_mask(torch.tensor(src_lengths)), padding_mask(torch.tensor(tgt_lengths))
-    src = torch.randint(4, src_v, src_mask.shape, generator=g).masked_fill(src_mask, 0)
-    tgt_in = torch.randint(4, tgt_v, tgt_mask.shape, generator=g).masked_fill(tgt_mask, 0)
-    tgt_in[:, 0] = 1  # [START]
-    return src, src_mask, tgt_in, tgt_mask
 
 
 def build(seed=0, **overrides):
@@ -201,6 +185,14 @@ def test_embeddings_are_scaled_and_tied():
     # sqrt(D) E[x] has unit variance at initialisation, like the sinusoids it is added to
     big = Transformer(TransformerConfig(1000, 1000, d_model=256, num_encoder_layers=1, num_decoder_layers=1))
     assert 0.9 < (big.src_embed.weight * math.sqrt(256)).std().item() < 1.1
+
+
+def test_the_same_seed_builds_the_same_model():
+    # Many live models sit at many memory addresses: nothing in the build may depend on where an object lives.
+    models = [build(seed=3) for _ in range(16)]
+    for model in models[1:]:
+        for (name, ours), theirs in zip(model.state_dict().items(), models[0].state_dict().values()):
+            assert torch.equal(ours, theirs), f"{name} differs between two builds with the same seed"
 
 
 # ----- properties ------------------------------------------------------------------------------
@@ -363,19 +355,6 @@ def test_lr_schedule_follows_equation_3():
     assert seen == pytest.approx([k * 1.746928e-7 for k in range(1, 6)], rel=1e-5)  # linear warm-up from step 1
 
 
-def test_label_smoothing_matches_the_formula():
-    torch.manual_seed(11)
-    logits, target = torch.randn(2, 3, 5), torch.randint(0, 5, (2, 3))
-    mask = torch.tensor([[False, False, True], [False, False, False]])
-    eps = 0.1
-    log_p = logits[~mask].log_softmax(-1)  # (N, V)
-    q = torch.full_like(log_p, eps / 5).scatter_add(1, target[~mask][:, None], torch.full((5, 1), 1 - eps))
-    expected = -(q * log_p).sum(-1).mean()
-    torch.testing.assert_close(label_smoothed_loss(logits, target, mask, eps), expected)
-    plain = F.cross_entropy(logits[~mask], target[~mask])
-    torch.testing.assert_close(label_smoothed_loss(logits, target, mask, 0.0), plain)
-
-
 def test_course_training_loop_trains_it_and_checkpoints_round_trip(tmp_path):
     task = number_task(0, 40, "en", "de")
     from coursekit.data import TranslationDataset, make_loader
@@ -402,28 +381,3 @@ def test_chrf_and_translate_with_attention():
     model = Transformer(TransformerConfig.tiny(len(task.src_vocab), len(task.tgt_vocab))).eval()
     tokens, maps = translate_with_attention(model, ["twenty", "one"], task.src_vocab, task.tgt_vocab)
     assert maps.cross.shape == (1, 2, 4, len(tokens), 2) and maps.decoder_self.shape[-1] == len(tokens)
-
-
-# ----- plots -------------------------------------------------------------------------------------
-
-
-def test_plots_are_labelled():
-    import matplotlib.pyplot as plt
-
-    from coursekit.viz_transformer import plot_attention_grid, plot_lr_schedule, plot_positional_encodings
-
-    weights = torch.softmax(torch.randn(2, 3, 4, 5), dim=-1)  # (L, H, T, S)
-    figure = plot_attention_grid(weights, list("abcde"), list("wxyz"), title="Cross-attention")
-    panels = [ax for ax in figure.axes if ax.get_title()]
-    assert len(panels) == 6 and panels[0].get_title() == "layer 1, head 1"
-    assert len(figure.axes) == 7  # six panels and one colorbar
-    assert [t.get_text() for t in panels[0].get_xticklabels()] == list("abcde")
-    assert figure.get_suptitle() == "Cross-attention" and panels[-1].get_xlabel()
-    with pytest.raises(ValueError, match="3 x_labels for 5 keys"):
-        plot_attention_grid(weights, list("abc"))
-    with pytest.raises(ValueError, match=r"\(L, H, T, S\)"):
-        plot_attention_grid(weights[0, 0])
-    for figure in (plot_lr_schedule([128, 512], 400, total_steps=2000), plot_positional_encodings(50, 32)):
-        assert figure.get_suptitle() or figure.axes[0].get_title()
-        assert all(ax.get_xlabel() and ax.get_ylabel() for ax in figure.axes if ax.get_title())
-    plt.close("all")

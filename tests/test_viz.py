@@ -10,7 +10,14 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from coursekit.train import History  # noqa: E402
-from coursekit.viz import plot_attention, plot_length_sweep, plot_training_curves  # noqa: E402
+from coursekit.viz import (  # noqa: E402
+    plot_attention,
+    plot_attention_grid,
+    plot_length_sweep,
+    plot_lr_schedule,
+    plot_positional_encodings,
+    plot_training_curves,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -86,3 +93,21 @@ def test_attention_heat_map_has_a_colorbar_and_labels():
     np.testing.assert_allclose(ax.get_images()[0].get_array(), weights[0].numpy())
     with pytest.raises(ValueError, match="one \\(T, S\\) matrix"):
         plot_attention(torch.rand(2, 3, 4))
+
+
+def test_attention_grid_lr_schedule_and_positions_are_labelled():
+    weights = torch.softmax(torch.randn(2, 3, 4, 5), dim=-1)  # (L, H, T, S)
+    figure = plot_attention_grid(weights, keys=list("abcde"), queries=list("wxyz"), title="Cross-attention")
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert len(panels) == 6 and panels[0].get_title() == "layer 1, head 1"
+    assert len(figure.axes) == 7  # six panels and one colorbar
+    assert [t.get_text() for t in panels[0].get_xticklabels()] == list("abcde")
+    assert figure.get_suptitle() == "Cross-attention" and panels[-1].get_xlabel()
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == list("wxyz")
+    with pytest.raises(ValueError, match="3 keys labels for 5 columns"):
+        plot_attention_grid(weights, keys=list("abc"))
+    with pytest.raises(ValueError, match=r"\(L, H, T, S\)"):
+        plot_attention_grid(weights[0, 0])
+    for figure in (plot_lr_schedule([128, 512], 400, total_steps=2000), plot_positional_encodings(50, 32)):
+        assert figure.get_suptitle() or figure.axes[0].get_title()
+        assert all(ax.get_xlabel() and ax.get_ylabel() for ax in figure.axes if ax.get_title())

@@ -20,8 +20,7 @@ from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, call
                                     generator, max_gap, register_task, seed_or_fresh, where)
 
 _POLICY = ShortcutPolicy(
-    (Reference("coursekit.bert_data", "coursekit.bert_data"), Reference("coursekit.bert", "coursekit.bert"),
-     Reference("coursekit.bert_train", "coursekit.bert_train"),
+    (Reference("coursekit.bert", "coursekit.bert"),
      Reference("transformers' data collators", "transformers.data.data_collator"),
      Reference("transformers' next-sentence dataset", "transformers.data.datasets.language_modeling")),
     {},

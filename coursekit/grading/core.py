@@ -23,6 +23,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,7 +52,8 @@ class Reference:
 
     Args:
         name: what the learner is told they called, e.g. ``"coursekit.attention.MultiHeadAttention"``.
-        module: the module whose source file is watched, e.g. ``"coursekit.attention"`` (found without importing).
+        module: the module whose source file is watched, e.g. ``"coursekit.attention"`` (found without importing);
+            for a package, e.g. ``"coursekit.bert"``, every module in it.
         qualnames: only these classes or functions of the module (a method counts as its class); empty = all of it.
     """
 
@@ -119,7 +121,8 @@ def _module_files(module: str) -> set[str]:
     found = set()
     for path in paths:
         if path and os.path.exists(path):
-            found |= {path, os.path.realpath(path)}
+            inside = [str(p) for p in Path(path).parent.rglob("*.py")] if path.endswith("__init__.py") else [path]
+            found |= set(inside) | {os.path.realpath(p) for p in inside}
     return found
 
 

@@ -2,43 +2,42 @@
 
 Shape legend: B batch, S sequence length, N masked positions in a batch, V vocabulary size, K classes.
 
-The loops follow :func:`coursekit.train.train` (progress bar, stopping on steps or a time budget, gradient
-clipping, bf16 autocast on CUDA, checkpoints through :func:`coursekit.train.save_checkpoint`) but take
-:class:`coursekit.bert_data.PretrainingBatch` es and report the two pretraining tasks separately, which the
-sequence-to-sequence loop cannot.
+Every update goes through :func:`coursekit.train.train_step`. Fine-tuning runs in the course's loop,
+:func:`coursekit.train.train`; pretraining keeps a loop of its own for what only it needs: the two tasks
+tracked apart, a learning rate that decays with the time budget, and a second phase that continues the first.
 
 - :func:`pretrain`: AdamW with linear warm-up and linear decay (Devlin et al., 2019, appendix A.2).
 - :func:`evaluate_pretraining`: MLM and NSP loss and accuracy on held-out batches; :func:`majority_baselines`
   gives the numbers a model that always predicts the most frequent answer would get.
-- :func:`stdlib_area_task`: a small downstream task, which part of the library a sentence documents, and
-  :class:`SentenceClassificationDataset` to batch it.
-- :func:`finetune` and :func:`evaluate_classifier`: a :class:`coursekit.bert.BertForSequenceClassification`.
+- :func:`finetune` and :func:`evaluate_classifier`: a :class:`coursekit.bert.BertForSequenceClassification`
+  on :class:`coursekit.bert.downstream.ClassificationBatch` es.
 
 Book: chapter "BERT".
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import random
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import AdamW, Optimizer
-from torch.utils.data import DataLoader, Dataset
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from coursekit.bert import BertForPreTraining, BertForSequenceClassification
-from coursekit.bert_data import Document, NextSentenceDataset, PretrainingBatch, WordPieceTokenizer, build_pair, pad_batch
+from coursekit.bert.downstream import ClassificationBatch
+from coursekit.bert.model import BertForPreTraining, BertForSequenceClassification, PretrainingLoss
+from coursekit.bert.pretraining_data import NextSentenceDataset, PretrainingBatch
 from coursekit.device import DeviceLike, autocast, get_device
-from coursekit.train import History, save_checkpoint
+from coursekit.train import History, evaluating, save_checkpoint, train, train_step
 
 
 @dataclass
@@ -58,6 +57,12 @@ class PretrainingHistory(History):
     tokens: list[int] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)
     train_time_s: float = 0.0
+
+    def record_tasks(self, metrics: dict[str, float], tokens: int) -> None:
+        """Each task's numbers for the step just recorded with :meth:`record_step`, and its real tokens."""
+        for name in ("mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy"):
+            getattr(self, name).append(metrics[name])
+        self.tokens.append(tokens)
 
 
 def adamw(model: nn.Module, lr: float, weight_decay: float = 0.01) -> AdamW:
@@ -79,15 +84,19 @@ def warmup_linear(step: int, warmup_steps: int, progress: float) -> float:
 
 def pretraining_step(model: BertForPreTraining, batch: PretrainingBatch, optimizer: Optimizer,
                      clip_grad_norm: float | None = 1.0, device: DeviceLike = "cpu") -> dict[str, float]:
-    """One update on one batch (already on ``device``). Returns the losses and accuracies of the batch."""
-    optimizer.zero_grad(set_to_none=True)
-    with autocast(device):
-        out = model.compute_loss(batch.input_ids, batch.token_type_ids, batch.key_padding_mask,
-                                 batch.mlm_labels, batch.nsp_labels)
-    out.loss.backward()
-    if clip_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-    optimizer.step()
+    """One update on one batch (already on ``device``) with :func:`coursekit.train.train_step`.
+
+    Returns the losses and accuracies of the batch, each task apart.
+    """
+    outputs: list[PretrainingLoss] = []  # the step's forward pass, kept for the per-task numbers
+
+    def loss_fn(model: BertForPreTraining, batch: PretrainingBatch) -> Tensor:
+        outputs.append(model.compute_loss(batch.input_ids, batch.token_type_ids, batch.key_padding_mask,
+                                          batch.mlm_labels, batch.nsp_labels))
+        return outputs[-1].loss
+
+    train_step(model, batch, optimizer, loss_fn=loss_fn, clip_grad_norm=clip_grad_norm, device=device)
+    out = outputs[-1]
     n_masked = max(1, out.mlm_targets.numel())
     return {
         "loss": out.loss.item(), "mlm_loss": out.mlm_loss.item(), "nsp_loss": out.nsp_loss.item(),
@@ -104,22 +113,20 @@ def evaluate_pretraining(model: BertForPreTraining, batches: Iterable[Pretrainin
     Pass a fixed list of batches (``list(loader)``) so every evaluation sees the same masks.
     """
     device = get_device(device)
-    was_training = model.training
-    model.eval()
     sums = Counter()
-    for batch in batches:
-        batch = batch.to(device)
-        with autocast(device):
-            out = model.compute_loss(batch.input_ids, batch.token_type_ids, batch.key_padding_mask,
-                                     batch.mlm_labels, batch.nsp_labels)
-        n, b = out.mlm_targets.numel(), batch.nsp_labels.numel()
-        sums["mlm_loss"] += out.mlm_loss.item() * n
-        sums["mlm_correct"] += (out.mlm_logits.argmax(-1) == out.mlm_targets).sum().item()
-        sums["masked"] += n
-        sums["nsp_loss"] += out.nsp_loss.item() * b
-        sums["nsp_correct"] += (out.nsp_logits.argmax(-1) == batch.nsp_labels).sum().item()
-        sums["pairs"] += b
-    model.train(was_training)
+    with evaluating(model):
+        for batch in batches:
+            batch = batch.to(device)
+            with autocast(device):
+                out = model.compute_loss(batch.input_ids, batch.token_type_ids, batch.key_padding_mask,
+                                         batch.mlm_labels, batch.nsp_labels)
+            n, b = out.mlm_targets.numel(), batch.nsp_labels.numel()
+            sums["mlm_loss"] += out.mlm_loss.item() * n
+            sums["mlm_correct"] += (out.mlm_logits.argmax(-1) == out.mlm_targets).sum().item()
+            sums["masked"] += n
+            sums["nsp_loss"] += out.nsp_loss.item() * b
+            sums["nsp_correct"] += (out.nsp_logits.argmax(-1) == batch.nsp_labels).sum().item()
+            sums["pairs"] += b
     if not sums["pairs"] or not sums["masked"]:
         raise ValueError("evaluate_pretraining got no batches (or no masked tokens)")
     return {"mlm_loss": sums["mlm_loss"] / sums["masked"], "mlm_accuracy": sums["mlm_correct"] / sums["masked"],
@@ -169,8 +176,8 @@ def pretrain(
 
     Args:
         model: a :class:`~coursekit.bert.BertForPreTraining`; moved to ``device`` and left there.
-        train_loader: :class:`~coursekit.bert_data.PretrainingBatch` es from
-            :func:`~coursekit.bert_data.make_pretraining_loader` (masked afresh every batch).
+        train_loader: :class:`~coursekit.bert.pretraining_data.PretrainingBatch` es from
+            :func:`~coursekit.bert.pretraining_data.make_pretraining_loader` (masked afresh every batch).
         valid_batches: held-out batches, evaluated every ``eval_every`` steps and at the end.
         epochs, max_steps, time_budget_s: stopping rules; give at least one. The learning rate decays to 0 at
             ``max_steps`` or, under a time budget, at the end of the budget (whichever comes first).
@@ -210,7 +217,7 @@ def pretrain(
             row.update(evaluate_pretraining(model, valid_batches, device=device))
         history.evals.append(row)
         if progress:
-            bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            bar.write(History.format_row(row))
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, model, optimizer=optimizer)
             Path(f"{checkpoint_path}.history.json").write_text(json.dumps(history.to_dict()))
@@ -226,11 +233,8 @@ def pretrain(
             tick = time.perf_counter()
             metrics = pretraining_step(model, batch.to(device), optimizer, clip_grad_norm, device)
             history.train_time_s += time.perf_counter() - tick
-            history.steps.append(first_step + step)
-            history.lr.append(optimizer.param_groups[0]["lr"])
-            history.tokens.append(int((~batch.key_padding_mask).sum()))
-            for name in ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy"):
-                getattr(history, name).append(metrics[name])
+            history.record_step(first_step + step, metrics["loss"], optimizer.param_groups[0]["lr"])
+            history.record_tasks(metrics, tokens=int((~batch.key_padding_mask).sum()))
             step += 1
             bar.update(1)
             bar.set_postfix(epoch=epoch, mlm=f"{metrics['mlm_loss']:.3f}", nsp=f"{metrics['nsp_loss']:.3f}")
@@ -249,98 +253,32 @@ def pretrain(
 
 
 # --------------------------------------------------------------------------------------------------
-# A downstream task: which part of the library does a sentence document?
+# Fine-tuning
 # --------------------------------------------------------------------------------------------------
-
-AREAS = ("tkinter", "asyncio", "email", "logging", "unittest", "xml")
-
-
-class ClassificationBatch(NamedTuple):
-    """Shape: ``input_ids``, ``token_type_ids``, ``key_padding_mask`` (B, S); ``labels`` (B,)."""
-
-    input_ids: Tensor
-    token_type_ids: Tensor
-    key_padding_mask: Tensor
-    labels: Tensor
-
-    def to(self, device: torch.device | str) -> ClassificationBatch:
-        return ClassificationBatch(*(t.to(device, non_blocking=True) for t in self))
-
-
-class SentenceClassificationDataset(Dataset):
-    """``[CLS] sentence [SEP]`` with an integer label. Args: texts, labels, tokenizer, max_len."""
-
-    def __init__(self, texts: Sequence[str], labels: Sequence[int], tokenizer: WordPieceTokenizer,
-                 max_len: int = 128) -> None:
-        if len(texts) != len(labels):
-            raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-        self.tokenizer, self.labels = tokenizer, list(labels)
-        self.input_ids = [build_pair(ids, None, tokenizer.cls_id, tokenizer.sep_id, max_len)[0]
-                          for ids in tokenizer.encode_batch(texts)]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[list[int], int]:
-        return self.input_ids[index], self.labels[index]
-
-    def collate(self, items: Sequence[tuple[list[int], int]]) -> ClassificationBatch:
-        input_ids = pad_batch([ids for ids, _ in items], self.tokenizer.pad_id)  # (B, S)
-        return ClassificationBatch(input_ids, torch.zeros_like(input_ids), input_ids == self.tokenizer.pad_id,
-                                   torch.tensor([label for _, label in items]))
-
-    def loader(self, batch_size: int, shuffle: bool = True, seed: int = 0) -> DataLoader:
-        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collate,
-                          generator=torch.Generator().manual_seed(seed) if shuffle else None)
-
-
-def stdlib_area_task(train_documents: Sequence[Document], test_documents: Sequence[Document],
-                     areas: Sequence[str] = AREAS, per_class: int | None = 100,
-                     seed: int = 0) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """Sentences labelled with the package they document (``areas.index(document.package)``).
-
-    Train examples come from ``train_documents`` (at most ``per_class`` per area: fine-tuning is where
-    labels are scarce), test examples from all of ``test_documents``; pass the held-out documents of
-    pretraining so no test sentence was seen there.
-
-    Returns:
-        ``(train, test)`` lists of ``(sentence, label)``.
-    """
-    def labelled(documents: Sequence[Document]) -> list[list[tuple[str, int]]]:
-        by_area: list[list[tuple[str, int]]] = [[] for _ in areas]
-        for d in documents:
-            if d.package in areas:
-                by_area[areas.index(d.package)] += [(s, areas.index(d.package)) for s in d.sentences]
-        return by_area
-
-    rng = random.Random(seed)
-    train = []
-    for examples in labelled(train_documents):
-        rng.shuffle(examples)
-        train += examples[:per_class] if per_class is not None else examples
-    rng.shuffle(train)
-    test = [example for examples in labelled(test_documents) for example in examples]
-    return train, test
 
 
 @torch.no_grad()
 def evaluate_classifier(model: BertForSequenceClassification, loader: Iterable, device: DeviceLike = "auto") -> dict[str, float]:
     """Mean cross-entropy and accuracy over a loader of :class:`ClassificationBatch` es."""
     device = get_device(device)
-    was_training = model.training
-    model.eval()
     loss_sum, correct, n = 0.0, 0, 0
-    for batch in loader:
-        batch = batch.to(device)
-        with autocast(device):
-            logits = model(batch.input_ids, batch.token_type_ids, batch.key_padding_mask)  # (B, K)
-        loss_sum += F.cross_entropy(logits.float(), batch.labels, reduction="sum").item()
-        correct += int((logits.argmax(-1) == batch.labels).sum())
-        n += batch.labels.numel()
-    model.train(was_training)
+    with evaluating(model):
+        for batch in loader:
+            batch = batch.to(device)
+            with autocast(device):
+                logits = model(batch.input_ids, batch.token_type_ids, batch.key_padding_mask)  # (B, K)
+            loss_sum += F.cross_entropy(logits.float(), batch.labels, reduction="sum").item()
+            correct += int((logits.argmax(-1) == batch.labels).sum())
+            n += batch.labels.numel()
     if n == 0:
         raise ValueError("evaluate_classifier got an empty loader")
     return {"loss": loss_sum / n, "accuracy": correct / n}
+
+
+def classification_loss(model: BertForSequenceClassification, batch: ClassificationBatch) -> Tensor:
+    """Fine-tuning's ``loss_fn`` for :func:`coursekit.train.train_step`: cross-entropy of the [CLS] classifier."""
+    logits = model(batch.input_ids, batch.token_type_ids, batch.key_padding_mask)  # (B, K)
+    return F.cross_entropy(logits.float(), batch.labels)
 
 
 def finetune(
@@ -358,46 +296,26 @@ def finetune(
     progress: bool = True,
 ) -> History:
     """Fine-tune every weight on a classification task (Devlin et al., 2019, section 4.1): cross-entropy on the
-    [CLS] classifier, AdamW, linear warm-up over ``warmup_fraction`` of the steps then linear decay.
+    [CLS] classifier, AdamW, linear warm-up over ``warmup_fraction`` of the steps then linear decay, in the
+    course's training loop (:func:`coursekit.train.train`).
 
     Returns:
         A :class:`coursekit.train.History`; each epoch row has ``valid_loss`` and ``accuracy`` when
         ``valid_loader`` is given.
     """
-    torch.manual_seed(seed)
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     device = get_device(device)
-    model.to(device)
+    model.to(device)  # before the optimizer is built on its parameters
     optimizer = adamw(model, lr, weight_decay)
     total = epochs * len(train_loader)
-    history, start, step = History(), time.perf_counter(), 0
-    bar = tqdm(total=total, desc="fine-tuning", unit="step", disable=not progress, mininterval=1.0)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        losses = []
-        for batch in train_loader:
-            batch = batch.to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * warmup_linear(step, round(warmup_fraction * total), step / total)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device):
-                logits = model(batch.input_ids, batch.token_type_ids, batch.key_padding_mask)  # (B, K)
-                loss = F.cross_entropy(logits.float(), batch.labels)
-            loss.backward()
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            optimizer.step()
-            history.steps.append(step)
-            history.loss.append(loss.item())
-            history.lr.append(optimizer.param_groups[0]["lr"])
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-        row = {"epoch": epoch, "step": step, "train_loss": sum(losses) / len(losses)}
-        if valid_loader is not None:
-            metrics = evaluate_classifier(model, valid_loader, device)
-            row.update(valid_loss=metrics["loss"], accuracy=metrics["accuracy"])
-        row["time_s"] = time.perf_counter() - start
-        history.epochs.append(row)
-        bar.set_postfix(row)
-    bar.close()
-    return history
+    schedule = LambdaLR(optimizer, functools.partial(_warmup_linear_at, warmup_steps=round(warmup_fraction * total),
+                                                     total_steps=total))
+    return train(model, train_loader, epochs=epochs, optimizer=optimizer, scheduler=schedule, device=device,
+                 clip_grad_norm=clip_grad_norm, valid_loader=valid_loader, seed=seed, progress=progress,
+                 loss_fn=classification_loss, evaluate_fn=evaluate_classifier)
+
+
+def _warmup_linear_at(step: int, warmup_steps: int, total_steps: int) -> float:
+    """:func:`warmup_linear` with the progress counted in steps."""
+    return warmup_linear(step, warmup_steps, step / total_steps)
