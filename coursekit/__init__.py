@@ -23,9 +23,9 @@ One module per concept, named as the book names it:
 - :mod:`coursekit.gpt`, :mod:`coursekit.gpt_train`: a decoder-only language model, generation with a
   key/value cache, training on Shakespeare.
 - :mod:`coursekit.viz`: the course's plots (attention, positions, training).
-- :mod:`coursekit.grading`: the checks learners call in graded notebooks; :mod:`coursekit.selfcheck`,
-  :mod:`coursekit.autograde`, :mod:`coursekit.trusted`, :mod:`coursekit.sandbox`: self-checks and
-  trustworthy autograding (the ``coursekit`` command).
+- :mod:`coursekit.grading`: the checks learners call in graded notebooks.
+- :mod:`coursekit.autograder`: the ``coursekit`` command: a learner's self-check, and the instructor's
+  autograder, which grades each submission in an OS sandbox over real nbgrader.
 - :mod:`coursekit.device`: picking CUDA, MPS or CPU.
 """
 

@@ -22,7 +22,7 @@ import coursekit.seq2seq
 import coursekit.train
 import coursekit.transformer
 import coursekit.transformer_layers
-from coursekit.autograde import nbgrader_env
+from coursekit.autograder.nbgrader_io import nbgrader_env
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import pytest
 
 from coursekit import grading
 from coursekit.data import date_task
-from coursekit.sandbox import Limits, Sandbox
+from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

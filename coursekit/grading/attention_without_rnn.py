@@ -22,7 +22,7 @@ from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, buil
 from coursekit.grading.diagnosis import Mutant, Symptom, catalogue, describe
 from coursekit.masks import padding_mask
 from coursekit.positional import sinusoidal_table
-from coursekit.sandbox import SandboxError
+from coursekit.errors import SandboxError
 
 _REFERENCES = (
     Reference("coursekit.positional's encodings", "coursekit.positional",
