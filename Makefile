@@ -17,7 +17,7 @@ TORCH_RUNTIME := torch triton cuda-bindings cuda-pathfinder cuda-toolkit nvidia-
 	nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx
 UV_VERSION := 0.13.8
 
-.PHONY: setup book test release lock clean
+.PHONY: setup book test release lock clean hub-setup hub-trial
 
 setup: $(VENV)/.installed
 
@@ -57,3 +57,10 @@ lock:
 
 clean:
 	rm -rf _build
+
+# The course hub (hub/README.md), as root: install its environment into /opt/coursehub, or try it on loopback.
+hub-setup:
+	hub/course-hub setup
+
+hub-trial:
+	hub/course-hub trial

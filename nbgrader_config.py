@@ -23,7 +23,7 @@ c.Execute.timeout = 120
 c.OverwriteCells.add_missing_cells = True
 
 # Feedback pages, for every nbgrader command and the formgrader alike: hidden tests cleared, math as MathML (no
-# MathJax from a CDN), nbgrader's own page template otherwise (coursekit/feedback.py).
-import coursekit.feedback  # noqa: E402
+# MathJax from a CDN), nbgrader's own page template otherwise (coursekit/autograder/feedback.py).
+import coursekit.autograder.feedback  # noqa: E402
 
-coursekit.feedback.configure(c)
+coursekit.autograder.feedback.configure(c)

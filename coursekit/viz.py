@@ -7,6 +7,7 @@ Shape legend: L layers, H heads, T queries, S keys, D model dim.
 - Positions: :func:`plot_positional_encodings`.
 - Training: :func:`plot_training_curves` (a :class:`coursekit.train.History`), :func:`plot_pretraining_curves`
   (BERT's two tasks), :func:`plot_lr_schedule` (the Transformer's warm-up), :func:`plot_length_sweep`.
+- The arc: :func:`plot_arc`, the baseline and stages 1-4 side by side (the rows of :func:`coursekit.arc.arc_rows`).
 
 Plots that run a BERT are in :mod:`coursekit.bert.plots`. Every figure has a title, labelled axes, a legend where
 there are several lines and, for heat maps, a colorbar, so it can be read on its own.
@@ -15,6 +16,7 @@ there are several lines and, for heat maps, a colorbar, so it can be read on its
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -210,7 +212,7 @@ def plot_training_curves(
 
     Returns:
         The figure. The right panel shows token accuracy and exact match when the run had a validation
-        loader; otherwise it says so.
+        loader (a classifier's ``accuracy`` instead, when that is what the epochs hold); otherwise it says so.
     """
     data = history.to_dict() if hasattr(history, "to_dict") else dict(history)
     missing = {"steps", "loss", "epochs"} - set(data)
@@ -240,6 +242,11 @@ def plot_training_curves(
         accuracy_ax.plot(epoch_numbers, [row["exact_match"] for row in with_accuracy], "s-",
                          label="exact match (greedy)")
         accuracy_ax.set_ylim(-0.02, 1.02)
+        accuracy_ax.legend()
+    elif any(key in row for row in epochs for key in ("accuracy", "valid_accuracy")):  # a classifier
+        key = "accuracy" if any("accuracy" in row for row in epochs) else "valid_accuracy"
+        rows = [row for row in epochs if key in row]
+        accuracy_ax.plot([row["epoch"] for row in rows], [row[key] for row in rows], "o-", label="validation accuracy")
         accuracy_ax.legend()
     else:
         accuracy_ax.text(0.5, 0.5, "no validation loader:\nno accuracy recorded", ha="center", va="center",
@@ -361,3 +368,142 @@ def plot_lr_schedule(
     ax.legend(title="peak marked")
     figure.tight_layout()
     return figure
+
+
+# --------------------------------------------------------------------------------------------------
+# The arc
+# --------------------------------------------------------------------------------------------------
+
+_STAGE_COLOURS = {"baseline": "tab:gray", "stage1": "tab:orange", "stage2": "tab:green", "stage3": "tab:blue",
+                  "stage4": "tab:purple"}
+_RUN_LINES = {"stage3-learned": ":", "stage3-none": "--"}
+
+
+def plot_arc(rows: Sequence[Mapping[str, Any]], *, title: str = "The arc on one task, with one training budget",
+             figsize: tuple[float, float] = (10.5, 8.0)) -> Figure:
+    """The baseline and the stages side by side, in four panels: exact match by input length, seconds per epoch,
+    the time of one training step against sequence length, and parameters.
+
+    Args:
+        rows: one mapping per model, as :func:`coursekit.arc.arc_rows` makes them, with ``key`` (``"stage1"``,
+            ``"stage3-none"``), ``short`` (legend), ``exact_by_band`` (``{"1-15": 0.98, ...}``),
+            ``seconds_per_epoch`` and ``cpu_seconds_per_epoch``, ``step_seconds`` (``{n: seconds}``; may be
+            empty) and ``parameters``. A run of stage 3 other than ``"stage3"`` is drawn dashed or dotted in
+            stage 3's colour, in the first panel only.
+        title: the figure's title.
+
+    Returns:
+        The figure.
+    """
+    if not rows:
+        raise ValueError("rows is empty; pass coursekit.arc.arc_rows(results, timings)")
+    bands = list(rows[0]["exact_by_band"])
+    figure, axes = plt.subplots(2, 2, figsize=figsize)
+    (match_ax, epoch_ax), (step_ax, param_ax) = axes
+
+    def colour(row: Mapping[str, Any]) -> str:
+        return _STAGE_COLOURS.get(row["key"].split("-")[0], "black")
+
+    for marker, row in zip(itertools.cycle("osD^vP*X"), rows):
+        if list(row["exact_by_band"]) != bands:
+            raise ValueError(f"{row['key']} has bands {list(row['exact_by_band'])}, the first row {bands}")
+        match_ax.plot(range(len(bands)), [row["exact_by_band"][b] for b in bands], marker=marker,
+                      linestyle=_RUN_LINES.get(row["key"], "-"), color=colour(row), label=row["short"])
+    match_ax.set_xticks(range(len(bands)), labels=bands)
+    match_ax.set(title="Exact match on held-out inputs", xlabel="input length (characters)",
+                 ylabel="share decoded exactly right", ylim=(-0.02, 1.02))
+    match_ax.legend(fontsize=7.5, loc="lower left")
+
+    stages = [row for row in rows if row["key"] not in _RUN_LINES]
+    names = [row["short"].split(":")[0] for row in stages]
+    x = np.arange(len(stages))
+    epoch_ax.bar(x - 0.2, [row["seconds_per_epoch"] for row in stages], width=0.4,
+                 color=[colour(r) for r in stages], label="wall clock")
+    epoch_ax.bar(x + 0.2, [row["cpu_seconds_per_epoch"] for row in stages], width=0.4,
+                 color=[colour(r) for r in stages], alpha=0.45, hatch="//", label="CPU time")
+    epoch_ax.set_xticks(x, labels=names)
+    epoch_ax.set(title="Training time per epoch", xlabel="model (baseline, stages 1-4)", ylabel="seconds")
+    epoch_ax.legend(fontsize=8)
+
+    timed = [row for row in stages if row.get("step_seconds")]
+    for marker, row in zip(itertools.cycle("osD^vP*X"), timed):
+        lengths = sorted(row["step_seconds"])
+        step_ax.plot(lengths, [1000 * row["step_seconds"][n] for n in lengths], marker=marker, color=colour(row),
+                     label=row["short"])
+    step_ax.set_xscale("log", base=2)
+    step_ax.set_yscale("log")
+    step_ax.set(title="One training step against sequence length", xlabel="source and target length n",
+                ylabel="CPU milliseconds per step (log scale)")
+    if timed:
+        step_ax.set_xticks(sorted(timed[0]["step_seconds"]), labels=[str(n) for n in sorted(timed[0]["step_seconds"])])
+        step_ax.legend(fontsize=7.5)
+    step_ax.grid(alpha=0.3, which="both")
+
+    param_ax.bar(x, [row["parameters"] / 1000 for row in stages], color=[colour(r) for r in stages])
+    for xi, row in zip(x, stages):
+        param_ax.annotate(f"{row['parameters'] / 1000:.0f}k", (xi, row["parameters"] / 1000), ha="center",
+                          va="bottom", fontsize=8)
+    param_ax.set_xticks(x, labels=names)
+    param_ax.set(title="Parameters", xlabel="model (baseline, stages 1-4)", ylabel="thousands")
+    param_ax.margins(y=0.15)
+    for ax in (match_ax, epoch_ax, param_ax):
+        ax.grid(alpha=0.3, axis="y")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_language_model_curves(history: History | Mapping[str, Any], baselines: Mapping[str, float] | None = None, *,
+                               title: str = "Training a language model", window: int = 50,
+                               ax: Axes | None = None) -> Axes:
+    """Perplexity against steps: the training loss (moving average of ``window`` steps, as exp(loss)), the
+    validation perplexity at each evaluation, and a dashed line per baseline (e.g. n-gram perplexities).
+
+    Args:
+        history: a :class:`coursekit.train.History` (or its dict) whose ``epochs`` hold ``step`` and
+            ``valid_loss`` in nats per token, as :func:`coursekit.gpt_train.train_gpt` writes.
+    """
+    data = history.to_dict() if hasattr(history, "to_dict") else dict(history)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    loss = np.asarray(data["loss"], dtype=float)
+    if loss.size:
+        w = max(1, min(window, loss.size))
+        smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+        ax.plot(np.asarray(data["steps"])[w - 1:], np.exp(smooth), label=f"training (mean of {w} steps)", color="C0")
+    evals = [e for e in data["epochs"] if "valid_loss" in e]
+    if evals:
+        ax.plot([e["step"] for e in evals], [math.exp(e["valid_loss"]) for e in evals], "o-", color="C1",
+                label="validation (held-out works)")
+    for i, (name, value) in enumerate((baselines or {}).items()):
+        ax.axhline(value, linestyle="--", color=f"C{i + 2}", label=f"{name} baseline ({value:.1f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("perplexity per token (log scale)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return ax
+
+
+def plot_confusion_matrix(confusion: Sequence[Sequence[int]] | np.ndarray, classes: Sequence[str], *,
+                          title: str = "Confusion matrix (rows sum to 1)", ax: Axes | None = None) -> Axes:
+    """Row-normalised confusion matrix: row = true class, column = predicted; each cell says what share of
+    that class went where, with the count beside it. A colorbar gives the scale."""
+    counts = np.asarray(confusion, dtype=float)
+    if counts.shape != (len(classes), len(classes)):
+        raise ValueError(f"confusion must be (K, K) for {len(classes)} classes, got {counts.shape}")
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.0 * len(classes) + 2.5, 0.85 * len(classes) + 1.5))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.figure.colorbar(image, ax=ax, label="share of the true class", fraction=0.046, pad=0.04)
+    ax.set_xticks(range(len(classes)), labels=classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), labels=classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    for i, j in itertools.product(range(len(classes)), repeat=2):
+        ax.text(j, i, f"{shares[i, j]:.2f}\n({int(counts[i, j])})", ha="center", va="center", fontsize=7,
+                color="white" if shares[i, j] > 0.6 else "black")
+    return ax

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from coursekit.cohort import TESTS_COLUMNS, compute, write_report
+from coursekit.autograder.cohort import TESTS_COLUMNS, compute, write_report
 
 COURSEKIT = str(Path(sys.executable).parent / "coursekit")
 CHROMIUM = os.environ.get("COURSE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

@@ -103,7 +103,7 @@ def test_plain_install_gives_working_check(fresh_venv, tmp_path):
 def test_bundle_requirements_take_the_wheel_by_hash(tmp_path):
     """pip accepts the line the bundle adds for its own wheel (a relative path, with its hash), and refuses the
     wheel once it is changed."""
-    from coursekit.bundle import build_wheel, _learner_requirements
+    from coursekit.autograder.bundle import build_wheel, _learner_requirements
 
     wheel = build_wheel(ROOT, tmp_path / "wheels")
     requirements = _learner_requirements(ROOT, wheel)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from coursekit.autograde import run_nbgrader
-from coursekit.bundle import SOURCE_MARKERS, BundleError, make_bundle
-from coursekit.collect import collect_handins
-from coursekit.learner import LearnerError, handin, start
-from coursekit.workspace import find_workspace
+from coursekit.autograder.nbgrader_io import run_nbgrader
+from coursekit.autograder.bundle import SOURCE_MARKERS, BundleError, make_bundle
+from coursekit.autograder.collect import collect_handins
+from coursekit.autograder.learner import LearnerError, handin, start
+from coursekit.autograder.workspace import find_workspace
 from tests.conftest import ASSIGNMENTS, ROOT
 from tests.test_notebooks import SDPA_SUBMISSIONS
 
@@ -304,7 +304,7 @@ def test_closing_cell_totals_the_points_so_far(tmp_path, monkeypatch):
     for cell in nb.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "sdpa-answer":
             cell.source = SDPA_SUBMISSIONS["unscaled"]
-    nb.cells.append(nbformat.v4.new_code_cell("from coursekit.learner import points_so_far\n\npoints_so_far()"))
+    nb.cells.append(nbformat.v4.new_code_cell("from coursekit.autograder.learner import points_so_far\n\npoints_so_far()"))
     nbformat.write(nb, tmp_path / "sdpa.ipynb")
     (tmp_path / "notes.ipynb").write_text((tmp_path / "sdpa.ipynb").read_text())  # JupyterLab says which is which
     monkeypatch.setenv("JPY_SESSION_NAME", "work/sdpa/sdpa.ipynb")

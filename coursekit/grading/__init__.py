@@ -6,6 +6,15 @@ confirmation when it is right, and raises :class:`CheckFailed` (an ``AssertionEr
 the test as failed) with a diagnosis when it is not. ``seed=None`` draws a fresh seed, which the message
 reports so a failure can be reproduced.
 
+A diagnosis names a mistake only when the learner's results match one known mistake of the task's catalogue,
+and no other, on every input the check tried; otherwise it describes the symptom exactly
+(:mod:`coursekit.grading.diagnosis`, whose docstring has the recipe for a new notebook's catalogue). Every
+failure carries a stable code, ``err.code``, also at the start of its message in square brackets::
+
+    CheckFailed: [sdpa.unscaled] Your weights equal softmax(query @ key^T) with no scaling: ...
+
+:func:`failure_code` reads it back from a recorded message (``coursekit grade``'s feedback, nbgrader's output).
+
 A check also refuses answers that hand the work to the reference it is checking against
 (:func:`forbid_shortcuts`, one policy per task): calling ``coursekit``'s implementation, or torch's,
 earns no points for that part.
@@ -14,15 +23,18 @@ Every check works on learner code run locally and on the sandbox proxies of ``co
 (see :mod:`coursekit.grading.core`). One module per notebook:
 
 - :mod:`~coursekit.grading.attention`: *scaled dot-product attention* (``sdpa``)
-- :mod:`~coursekit.grading.bahdanau`: *Bahdanau attention* (``bahdanau``)
+- :mod:`~coursekit.grading.bahdanau`: *Bahdanau attention* (``bahdanau``, stage 1)
+- :mod:`~coursekit.grading.rnn_self_attention`: *RNN + self-attention* (``rnn_self_attention``, stage 2)
+- :mod:`~coursekit.grading.attention_without_rnn`: *attention without RNN* (``attention_without_rnn``, stage 3)
 - :mod:`~coursekit.grading.multihead`: *multi-head attention* (``multihead``)
 - :mod:`~coursekit.grading.positional`: *positional encodings* (``positional``)
 - :mod:`~coursekit.grading.transformer`: *the Transformer* (``transformer``)
 - :mod:`~coursekit.grading.bert`: *BERT pretraining* (``bert``)
 """
 
-from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, ShortcutUsed, forbid_shortcuts,
-                                    fresh_seed, register_task)
+from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, ShortcutUsed, failure_code,
+                                    forbid_shortcuts, fresh_seed, register_task)
+from coursekit.grading.diagnosis import Catalogue, Mutant, Symptom, catalogue, catalogues
 from coursekit.grading.attention import (SDPA_TASK, check_attention_matches_reference, check_attention_shapes,
                                          check_attention_values, check_causal_mask, check_padding_mask,
                                          random_qkv)
@@ -40,9 +52,16 @@ from coursekit.grading.positional import (LAYER_TASK, OFFSET_TASK, TABLE_TASK, c
 from coursekit.grading.transformer import (DECODER_TASK, ENCODER_TASK, MASK_TASK, MODEL_TASK,
                                            check_causal_mask_function, check_decoder_block, check_encoder_block,
                                            check_trained_translator, check_transformer_model)
+from coursekit.grading.rnn_self_attention import (BLOCK_TASK, GENERAL_TASK, MEAN_TASK, STAGE2_TASK,
+                                                  check_general_attention, check_masked_mean,
+                                                  check_self_attention_block, check_self_attentive_rnn)
+from coursekit.grading.attention_without_rnn import (EMBED_TASK, LEARNED_TASK, SINES_TASK, STAGE3_TASK,
+                                                     check_attention_without_rnn, check_learned_positions,
+                                                     check_scaled_embedding, check_sinusoidal_positions)
 
 __all__ = [
-    "CheckFailed", "ShortcutUsed", "Reference", "ShortcutPolicy", "forbid_shortcuts", "fresh_seed", "register_task",
+    "CheckFailed", "ShortcutUsed", "Reference", "ShortcutPolicy", "failure_code", "forbid_shortcuts", "fresh_seed",
+    "register_task", "Catalogue", "Mutant", "Symptom", "catalogue", "catalogues",
     "SDPA_TASK", "random_qkv", "check_attention_shapes", "check_attention_values", "check_padding_mask",
     "check_causal_mask", "check_attention_matches_reference",
     "SOFTMAX_TASK", "ADDITIVE_TASK", "check_masked_softmax", "check_additive_scores", "check_additive_attention",
@@ -55,4 +74,8 @@ __all__ = [
     "check_decoder_block", "check_transformer_model", "check_trained_translator",
     "MASKING_TASK", "PAIR_TASK", "NSP_TASK", "LOSS_TASK", "check_masking_choice", "check_masking_proportions",
     "check_pack_pair", "check_nsp_pairs", "check_pretraining_loss",
+    "BLOCK_TASK", "MEAN_TASK", "GENERAL_TASK", "STAGE2_TASK", "check_self_attention_block", "check_masked_mean",
+    "check_general_attention", "check_self_attentive_rnn",
+    "LEARNED_TASK", "SINES_TASK", "EMBED_TASK", "STAGE3_TASK", "check_learned_positions",
+    "check_sinusoidal_positions", "check_scaled_embedding", "check_attention_without_rnn",
 ]
