@@ -732,3 +732,18 @@ def submit(course: Path, student: str, assignment: str, answers: dict[str, str])
     path = target / f"{assignment}.ipynb"
     path.write_text(json.dumps(notebook))
     return path
+
+
+def _sdpa_submissions() -> dict[str, str]:
+    """The sdpa answer cell as the reference writes it and with each planted mistake typed in (the hostile cohort,
+    the self-check, the install and the hand-in tests grade these)."""
+    from tests.mistakes import CORPUS
+
+    submissions = {"reference": reference_answers("sdpa")["sdpa-answer"]}
+    for name, mistake in CORPUS["sdpa"].items():
+        if mistake.planted:
+            submissions[name] = answers_with("sdpa", mistake.changes)["sdpa-answer"]
+    return submissions
+
+
+SDPA_SUBMISSIONS = _sdpa_submissions()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import ROOT
-from tests.test_notebooks import SDPA_SUBMISSIONS
+from tests.helpers import SDPA_SUBMISSIONS
 
 REFERENCE, UNSCALED = SDPA_SUBMISSIONS["reference"], SDPA_SUBMISSIONS["unscaled"]
 # What grading must never show a learner: the hidden tests and the instructor's answers from solutions/.

@@ -33,13 +33,40 @@ def box(tmp_path_factory):
 
 def test_data_comes_back_as_copies_and_code_as_proxies(box):
     result = box.run_cell("import torch\nx = torch.arange(4.0)\ndef double(t):\n    return 2 * t, {'n': len(t)}\nprint('hi')")
-    assert result == {"stdout": "hi\n", "stderr": "", "error": None}
+    assert result == {"stdout": "hi\n", "stderr": "", "error": None, "figures": []}
     torch.testing.assert_close(box.lookup("x"), torch.arange(4.0))
     double = box.lookup("double")
     assert isinstance(double, RemoteObject)
     out, info = double(torch.ones(3))
     torch.testing.assert_close(out, torch.full((3,), 2.0))
     assert info == {"n": 3}
+
+
+def test_figures_come_back_as_png_bytes_and_nothing_else_displayed_does(box):
+    result = box.run_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.title('mine')\n"
+                          "from IPython.display import HTML, Javascript, display\n"
+                          "display(HTML('<script>alert(1)</script>'))\ndisplay(Javascript('alert(2)'))")
+    assert result["error"] is None and len(result["figures"]) == 1, result
+    assert isinstance(result["figures"][0], bytes) and result["figures"][0][:8] == b"\x89PNG\r\n\x1a\n"
+    shown_then_left_open = box.run_cell("plt.figure(); plt.plot([2, 1]); plt.show()\nplt.figure(); plt.plot([1])")
+    assert len(shown_then_left_open["figures"]) == 2, "plt.show() and a figure left open both come back"
+    assert box.run_cell("plt.figure(); plt.close('all')")["figures"] == [], "an empty figure has no PNG"
+
+
+def test_forged_figures_never_reach_the_grader(tmp_path):
+    """A reply forged on the protocol pipe with HTML, a PNG-looking string or an oversized PNG: all dropped."""
+    import io as _io
+
+    from coursekit.autograder.protocol import MAX_FIGURE_BYTES, PNG_SIGNATURE
+
+    forged = {"ok": {"stdout": "", "stderr": "", "error": None, "figures": [
+        b"<script>alert(1)</script>", "iVBORw0KGgo=", PNG_SIGNATURE + b"0" * MAX_FIGURE_BYTES, PNG_SIGNATURE + b"ok"]}}
+    buffer = _io.BytesIO()
+    torch.save(forged, buffer)
+    cell = (f"import os, struct, sys\nfd = int(sys.argv[2])\ndata = {buffer.getvalue()!r}\n"
+            "os.write(fd, struct.pack('!Q', len(data)) + data)\nos._exit(0)")
+    with CheckedSandbox(str(tmp_path), LIMITS) as sandbox:
+        assert sandbox.run_cell(cell)["figures"] == [PNG_SIGNATURE + b"ok"]
 
 
 def test_learner_exceptions_arrive_by_name(box):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_notebooks import SDPA_SUBMISSIONS
+from tests.helpers import SDPA_SUBMISSIONS
 
 pytestmark = pytest.mark.slow
 COURSEKIT = str(Path(sys.executable).parent / "coursekit")

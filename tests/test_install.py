@@ -18,7 +18,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.conftest import ROOT, locked, run
-from tests.test_notebooks import SDPA_SUBMISSIONS
+from tests.helpers import SDPA_SUBMISSIONS
 
 LOCK = ROOT / "requirements.txt"
 LEARNER_LOCK = ROOT / "requirements-learner.txt"

@@ -23,7 +23,7 @@ from coursekit.autograder.collect import collect_handins
 from coursekit.autograder.learner import LearnerError, handin, start
 from coursekit.autograder.workspace import find_workspace
 from tests.conftest import ASSIGNMENTS, ROOT
-from tests.test_notebooks import SDPA_SUBMISSIONS
+from tests.helpers import SDPA_SUBMISSIONS
 
 pytestmark = pytest.mark.slow
 COURSEKIT = str(Path(sys.executable).parent / "coursekit")

@@ -9,6 +9,7 @@ the learner's file is never modified.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,8 @@ def run_checks(notebook: Path) -> CheckReport:
     config = Config({"KernelManager": {"transport_encryption": "auto" if zmq.has("curve") else "disabled"}})
     client = NotebookClient(nb, config=config, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(notebook.resolve().parent)}})
-    client.execute()
+    # COURSEKIT_GRADING: the closing cell's points_so_far() leaves the tests to this check instead of running them twice.
+    client.execute(env={**os.environ, "COURSEKIT_GRADING": "1"})
     tests, unanswered = [], []
     for cell in nb.cells:
         meta = _nbgrader(cell)
