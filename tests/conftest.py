@@ -65,24 +65,42 @@ def run(*command, cwd: Path | None = None, timeout: float = 900) -> subprocess.C
     return proc
 
 
+def link_installed(distribution: str, venv: Path) -> None:
+    """Put this environment's installed ``distribution`` into ``venv`` as it is, by symbolic links (its files and
+    its .dist-info, so pip sees it as installed): the course's "install torch first" step, without unpacking
+    torch's 700 MB again."""
+    from importlib.metadata import distribution as find
+
+    installed = find(distribution)
+    site = Path(installed.locate_file(""))
+    target = next((venv / "lib").glob("python3*/site-packages"))
+    tops = {Path(str(f)).parts[0] for f in installed.files or [] if not str(f).startswith("..")}
+    for top in sorted(tops):
+        if (site / top).exists() and not (target / top).exists():
+            (target / top).symlink_to(site / top)
+
+
 @pytest.fixture(scope="session")
 def fresh_venv(tmp_path_factory) -> Path:
     """A new virtual environment as the README makes one: torch first, then coursekit's wheel with plain
     ``pip install`` (no --no-deps), so it holds coursekit's declared dependencies and nothing more.
 
-    The lock's versions go in as plain constraints: they install nothing, they only keep the test from drifting
-    with new releases on PyPI. pip's cache makes the installs local.
+    torch, which the README installs on its own before anything else, is linked in from the course environment
+    (the same pinned release); everything else, torch's own dependencies included, pip resolves from coursekit's
+    declared dependencies and installs. The lock's versions go in as plain constraints: they install nothing,
+    they only keep the test from drifting with new releases on PyPI. pip's cache makes the installs local.
     """
     root = tmp_path_factory.mktemp("fresh-install")
     wheel = build_wheel(ROOT, root / "wheels")
     venv = root / "venv"
-    run(sys.executable, "-m", "venv", venv)
+    run(sys.executable, "-m", "venv", "--without-pip", venv)
     python = venv / "bin" / "python"
+    link_installed("pip", venv)
+    link_installed("torch", venv)
     pins = root / "pins.txt"
     pins.write_text("\n".join(f"{name}=={version}" + (f" ; {marker}" if marker else "")
                               for name, forks in locked(ROOT / "requirements.txt").items()
                               for version, marker, _ in forks) + "\n")
-    run(python, "-m", "pip", "install", "--quiet", "--no-compile", "torch==2.13.0")
-    run(python, "-m", "pip", "install", "--quiet", "--no-compile", "-c", pins, wheel)
+    run(python, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check", "-c", pins, wheel)
     run(python, "-m", "pip", "check")
     return venv

@@ -17,6 +17,7 @@ import pytest
 
 import coursekit
 from coursekit.autograder.batch import GradeSettings, grade_assignment
+from coursekit.autograder.feedback import generate_feedback
 from coursekit.autograder.nbgrader_io import CourseError
 from tests import hostile_cohort as hc
 
@@ -146,6 +147,7 @@ def test_no_connection_reached_the_hosts_loopback(graded):
 
 def test_feedback_carries_the_diagnosis_and_never_a_hidden_test_or_a_file_from_outside(graded):
     course, _, _, _, targets = graded
+    generate_feedback(course, "sdpa", pending_ok=True)  # after hand grading; the written answers are pending here
     page = (course / "feedback" / "unscaled" / "sdpa" / "sdpa.html").read_text()
     assert "did not scale the scores" in page, "feedback must carry the diagnosis"
     pages = sorted((course / "feedback").rglob("*.html"))
@@ -215,3 +217,27 @@ def test_export_for_an_lms_keeps_failures_blank(graded):
     assert table["reference"]["sdpa"] == "10" and table["blank"]["sdpa"] == "0"
     assert table["vandal"]["sdpa"] == "10", "the vandal's own grade, and everyone else's, survive it"
     assert table["corrupt"]["sdpa"] == "" and "not graded" in table["corrupt"]["notes"]
+
+
+def test_a_late_submission_scores_what_nbgrader_gives_after_its_late_penalty(tmp_path):
+    """grades.csv and the LMS export give a late submission nbgrader's score less its late-submission penalty."""
+    from nbgrader.api import Gradebook
+
+    from coursekit.autograder.nbgrader_io import course_db_url, run_nbgrader
+    from coursekit.autograder.reports import export_gradebook
+
+    hc.make_course(tmp_path, {"late": hc.answered(hc.REFERENCE), "on-time": hc.answered(hc.REFERENCE)})
+    with (tmp_path / "nbgrader_config.py").open("a") as config:
+        config.write("\nc.LateSubmissionPlugin.penalty_method = 'zero'\n")
+    run_nbgrader(tmp_path, "db", "assignment", "add", "sdpa", "--duedate=2026-01-01 00:00:00 UTC")
+    for student, when in (("late", "2026-01-02 09:00:00.000000 UTC"), ("on-time", "2025-12-31 09:00:00.000000 UTC")):
+        (tmp_path / "submitted" / student / "sdpa" / "timestamp.txt").write_text(when)
+    rows = {r.student: r for r in grade_assignment(tmp_path, "sdpa", SETTINGS)}
+    with Gradebook(course_db_url(tmp_path)) as gradebook:
+        shown = {s: gradebook.find_submission("sdpa", s).score - gradebook.find_submission("sdpa", s).late_submission_penalty
+                 for s in rows}
+    assert shown == {"late": 0, "on-time": 10}, "nbgrader's own late penalty, as the formgrader shows it"
+    assert (rows["late"].score, rows["on-time"].score) == (0, 10)
+    assert "late: 10 points off" in rows["late"].detail
+    exported = {r["student_id"]: r["sdpa"] for r in export_gradebook(tmp_path, tmp_path / "gradebook.csv")}
+    assert exported == {"late": "0", "on-time": "10"}

