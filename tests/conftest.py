@@ -1,6 +1,7 @@
 """Shared fixtures: the repository root, a scratch nbgrader course built from the committed sources, and one torch
 thread for the modules that train tiny models."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -66,9 +67,10 @@ def run(*command, cwd: Path | None = None, timeout: float = 900) -> subprocess.C
 
 
 def link_installed(distribution: str, venv: Path) -> None:
-    """Put this environment's installed ``distribution`` into ``venv`` as it is, by symbolic links (its files and
-    its .dist-info, so pip sees it as installed): the course's "install torch first" step, without unpacking
-    torch's 700 MB again."""
+    """Put this environment's installed ``distribution`` into ``venv`` as it is, by hard links (its files and its
+    .dist-info, so pip sees it as installed): the course's "install torch first" step, without unpacking torch's
+    700 MB again. Hard links, not symbolic ones: the grading sandbox shows the new environment and nothing of
+    this one."""
     from importlib.metadata import distribution as find
 
     installed = find(distribution)
@@ -76,8 +78,10 @@ def link_installed(distribution: str, venv: Path) -> None:
     target = next((venv / "lib").glob("python3*/site-packages"))
     tops = {Path(str(f)).parts[0] for f in installed.files or [] if not str(f).startswith("..")}
     for top in sorted(tops):
-        if (site / top).exists() and not (target / top).exists():
-            (target / top).symlink_to(site / top)
+        if (site / top).is_dir() and not (target / top).exists():
+            shutil.copytree(site / top, target / top, copy_function=os.link, ignore=shutil.ignore_patterns("__pycache__"))
+        elif (site / top).is_file() and not (target / top).exists():
+            os.link(site / top, target / top)
 
 
 @pytest.fixture(scope="session")

@@ -37,9 +37,15 @@ def test_version():
     assert (proc.returncode, proc.stdout.strip()) == (0, f"coursekit {coursekit.__version__}")
 
 
-@pytest.mark.parametrize("command", [["grade", "sdpa"], ["export"]])
+@pytest.mark.parametrize("command", [["grade", "sdpa"], ["export"], ["bundle"], ["collect", "sdpa", "a.zip"],
+                                     ["feedback", "sdpa"], ["report", "sdpa"]])
 def test_outside_a_course_directory_is_one_clear_line(tmp_path, command):
     one_line_error(coursekit_cli(*command, cwd=tmp_path), "is not a course directory", "nbgrader_config.py")
+
+
+@pytest.mark.parametrize("command", [["start"], ["check"], ["handin", "sdpa", "--student", "ada"]])
+def test_a_learners_command_outside_a_course_is_one_clear_line(tmp_path, command):
+    one_line_error(coursekit_cli(*command, cwd=tmp_path), "is not inside a course", "course.json")
 
 
 def test_inside_a_course_but_not_at_its_root_names_the_root(tmp_path):

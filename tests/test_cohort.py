@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from coursekit.autograder.cohort import TESTS_COLUMNS, compute, write_report
+from coursekit.autograder.reports import GRADE_COLUMNS
+from tests.conftest import ROOT
 
 COURSEKIT = str(Path(sys.executable).parent / "coursekit")
 CHROMIUM = os.environ.get("COURSE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -29,21 +31,24 @@ NOT_GRADED = {"looper": "timed out: the whole notebook ran longer than 600 s",
 
 @pytest.fixture
 def course(tmp_path) -> Path:
+    shutil.copy(ROOT / "nbgrader_config.py", tmp_path)  # a course directory, as `coursekit report` requires
+    shutil.copytree(ROOT / "solutions" / "sdpa", tmp_path / "solutions" / "sdpa")
     reports = tmp_path / "reports" / "sdpa"
     reports.mkdir(parents=True)
     with (reports / "grades.csv").open("w", newline="") as grades, (reports / "tests.csv").open("w", newline="") as tests:
         g, t = csv.writer(grades), csv.writer(tests)
-        g.writerow(["student", "assignment", "notebook", "score", "max_score", "status", "detail"])
+        g.writerow(GRADE_COLUMNS)
         t.writerow(TESTS_COLUMNS)
         for student, fails in COHORT.items():
             score = sum(points for test, points in TESTS if test not in fails)
-            g.writerow([student, "sdpa", "sdpa", score, 10, "graded", "written answers await a human grader"])
+            g.writerow([student, "sdpa", "sdpa", score, 10, "graded", " ".join(sorted(set(fails.values()))),
+                        "written answers await a human grader", "bwrap"])
             for test, points in TESTS:
                 code = fails.get(test, "")
                 t.writerow([student, "sdpa", "sdpa", test, 0 if code else points, points, "no" if code else "yes",
                             code, f"CheckFailed: [{code}] the sentence for {code}" if code else ""])
         for student, why in NOT_GRADED.items():
-            g.writerow([student, "sdpa", "sdpa", "", 10, "failed", why])
+            g.writerow([student, "sdpa", "sdpa", "", 10, "failed", "", why, "bwrap"])
     return tmp_path
 
 

@@ -491,7 +491,9 @@ def graded(submitted, hub):
     grade = hub.instructor("coursekit", "grade", ASSIGNMENT, "--workers", "2", "--memory-mb", "2048")
     TIMINGS["coursekit grade, 3 submissions (s)"] = time.monotonic() - started
     hub.instructor("coursekit", "export")
-    # `coursekit report` (issue 16) will run here when it exists.
+    hub.instructor("coursekit", "report", ASSIGNMENT)
+    # Feedback after hand grading; nobody grades the written answers here, so they go out pending.
+    hub.instructor("coursekit", "feedback", ASSIGNMENT, "--pending-ok")
     hub.instructor("nbgrader", "release_feedback", ASSIGNMENT)
     with (hub.course_dir / "reports" / ASSIGNMENT / "grades.csv").open() as handle:
         grades = {row["student"]: row for row in csv.DictReader(handle)}
@@ -627,8 +629,9 @@ def test_submitting_twice_keeps_both_and_the_latest_counts(hub, submitted, grade
 
 def test_the_planted_mistake_is_graded_and_named(hub, graded):
     ben = graded["grades"][hub.user("ben")]
-    assert (ben["score"], ben["status"]) == ("5", "graded"), ben
-    assert "did not scale" in ben["detail"]
+    # 5 points earned, all taken by nbgrader's late penalty ('zero'): grades.csv gives what the formgrader gives
+    assert (ben["score"], ben["status"], ben["codes"]) == ("0", "graded", "sdpa.unscaled"), ben
+    assert "with no scaling" in ben["detail"] and "late: 5 points off" in ben["detail"]
 
 
 def test_a_late_submission_gets_nbgraders_late_penalty(hub, graded):
@@ -670,9 +673,9 @@ def test_a_back_dated_submission_is_dated_by_its_last_change(hub, submitted, gra
 
 def test_each_learner_fetches_their_own_feedback(hub, feedback):
     (ada,), (ben,) = feedback["ada"].values(), feedback["ben"].values()
-    assert "(Score: 10.0 / 12.0)" in ada and "Late submission penalty" not in ada and "did not scale" not in ada
+    assert "(Score: 10.0 / 12.0)" in ada and "Late submission penalty" not in ada and "with no scaling" not in ada
     # ben's own: the mistake named, and the late penalty taking his five points
-    assert "did not scale" in ben
+    assert "with no scaling" in ben
     assert "(Score: 0.0 / 12.0)" in ben and "Late submission penalty (Score: -5.0)" in ben
 
 
