@@ -734,16 +734,15 @@ def submit(course: Path, student: str, assignment: str, answers: dict[str, str])
     return path
 
 
-def _sdpa_submissions() -> dict[str, str]:
-    """The sdpa answer cell as the reference writes it and with each planted mistake typed in (the hostile cohort,
-    the self-check, the install and the hand-in tests grade these)."""
-    from tests.mistakes import CORPUS
+def sdpa_submissions() -> dict[str, str]:
+    """The sdpa answer cell as the reference writes it and with three of the corpus's planted mistakes: what the
+    autograder's own tests (hostile cohort, PostgreSQL, self-check) submit beside their attacks."""
+    from tests.mistakes import SDPA
 
-    submissions = {"reference": reference_answers("sdpa")["sdpa-answer"]}
-    for name, mistake in CORPUS["sdpa"].items():
-        if mistake.planted:
-            submissions[name] = answers_with("sdpa", mistake.changes)["sdpa-answer"]
-    return submissions
+    answers = {"reference": reference_answers("sdpa")["sdpa-answer"]}
+    for name in ("unscaled", "inverted-masks", "calls-reference"):
+        answers[name] = answers_with("sdpa", SDPA[name].changes)["sdpa-answer"]
+    return answers
 
 
-SDPA_SUBMISSIONS = _sdpa_submissions()
+SDPA_SUBMISSIONS = sdpa_submissions()

@@ -179,7 +179,7 @@ def attack_notebooks(t: Targets) -> dict[str, dict]:
 
 
 EXPECTED = {  # student: (score or None when failed, status, words the detail must contain)
-    "tampers-with-grading": (5, "graded", "with no scaling"),
+    "tampers-with-grading": (5, "graded", "[sdpa.unscaled]"),
     "vandal": (10, "graded", "all tests passed"),
     "leaks-secrets": (10, "graded", "all tests passed"),
     "lingers": (10, "graded", "all tests passed"),

@@ -62,7 +62,7 @@ def test_partial_answer_reports_the_diagnosis(course):
     edit(notebook, "sdpa-answer", SDPA_SUBMISSIONS["unscaled"])
     proc = check(notebook)
     assert proc.returncode == 1
-    assert "Automatic points: 5/10" in proc.stdout and "with no scaling: divide the scores" in proc.stdout
+    assert "Automatic points: 5/10" in proc.stdout and "[sdpa.unscaled]" in proc.stdout
 
 
 @pytest.mark.parametrize("tamper", ["edited", "deleted"])
