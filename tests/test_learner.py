@@ -258,8 +258,8 @@ def test_handins_reach_the_gradebook_through_collect_and_through_nbgraders_excha
     (carol / "sdpa.ipynb").write_text(json.dumps(broken))
 
     # Graded by coursekit as installed with plain `pip install` into a fresh environment (tests/test_install.py).
-    proc = subprocess.run([fresh_venv / "bin" / "coursekit", "grade", "sdpa"], cwd=course, capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run([fresh_venv / "bin" / "coursekit", "grade", "sdpa", "--workers", "2"], cwd=course,
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 1, proc.stdout + proc.stderr  # 1: carol could not be graded
     assert "flagged in the formgrader" in proc.stdout
     with (course / "reports" / "sdpa" / "grades.csv").open() as handle:
