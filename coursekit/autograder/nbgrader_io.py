@@ -25,7 +25,8 @@ class NbgraderFailed(CourseError, RuntimeError):
     """nbgrader itself failed; the message names the command and nbgrader's last error, ``output`` holds the rest."""
 
     def __init__(self, args: tuple[str, ...], code: int, output: str) -> None:
-        errors = [line.strip() for line in output.splitlines() if "ERROR" in line or "Error" in line] or \
+        errors = [line.strip() for line in output.splitlines() if ("ERROR" in line or "Error" in line)
+                  and "see the the above traceback" not in line and "There was an error processing" not in line] or \
                  [line.strip() for line in output.splitlines() if line.strip()] or ["no output"]
         super().__init__(f"`nbgrader {' '.join(args)}` failed (exit {code}): {errors[-1][:300]}; run it at the "
                          "course root to see its whole output")
