@@ -111,6 +111,34 @@ def test_minilm_vocab_tokenizes_like_its_own_tokenizer_json_and_transformers(doc
     assert ids == expected["input_ids"] and types == expected["token_type_ids"]
 
 
+def test_special_tokens_written_in_text_are_single_tokens_as_in_transformers(tokenizer, tmp_path):
+    """A vocab.txt lists [MASK] as an ordinary line: loaded from one, "[MASK]" in a sentence must still be one token
+    (it was "[", "mask", "]" before), as in Hugging Face's tokenizer on the same file."""
+    transformers = pytest.importorskip("transformers")
+    text = "Return the [MASK] of the file [SEP] and [CLS] then [PAD]."
+    for path in (minilm_path() / "vocab.txt", tokenizer.save(tmp_path)):
+        ours = WordPieceTokenizer.from_vocab(path)
+        hf = transformers.BertTokenizer(str(path))  # positional path: see FINDINGS.md
+        assert ours.encode(text) == hf(text, add_special_tokens=False)["input_ids"]
+        assert ours.tokenize(text).count("[MASK]") == 1 and "mask" not in ours.tokenize(text)
+        assert ours.decode(ours.encode_pair("a [MASK] b")[0]) == "a b"  # specials skipped
+    assert WordPieceTokenizer.from_tokens(tokenizer.tokens).encode(text) == tokenizer.encode(text)
+
+
+def test_from_tokens_keeps_the_ids_of_the_list_and_refuses_repeats(tokenizer):
+    tokens = tokenizer.tokens
+    assert len(tokens) == tokenizer.vocab_size and tokens[:5] == list(SPECIAL_TOKENS)
+    shuffled = tokens[:5] + tokens[5:][::-1]  # another order of the same vocabulary: other ids
+    other = WordPieceTokenizer.from_tokens(shuffled)
+    text = "Parse an email message."
+    assert other.convert_ids_to_tokens(other.encode(text)) == tokenizer.convert_ids_to_tokens(tokenizer.encode(text))
+    assert other.encode(text) != tokenizer.encode(text)
+    with pytest.raises(ValueError, match="more than once.*email"):
+        WordPieceTokenizer.from_tokens(tokens + ["email"])
+    with pytest.raises(ValueError, match=r"\[MASK\]"):
+        WordPieceTokenizer.from_tokens([t for t in tokens if t != "[MASK]"])
+
+
 def test_build_pair_truncates_the_longer_side_first():
     ids, types = build_pair([1] * 10, [2] * 4, cls_id=7, sep_id=8, max_len=12)
     assert ids == [7] + [1] * 5 + [8] + [2] * 4 + [8]
