@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from coursekit.bert.corpus import Document, docstring_sentences, split_documents, stdlib_documents
+from coursekit.bert.corpus import (Document, docstring_sentences, split_documents, stdlib_documents, wordnet_documents,
+                                   wordnet_entry)
 from coursekit.bert.downstream import SentenceClassificationDataset, stdlib_area_task
 from coursekit.bert.pretraining_data import (
     IGNORE_INDEX,
@@ -69,6 +70,34 @@ def test_stdlib_documents_are_real_prose_from_the_packages_asked_for(documents):
     assert len(sentences) > 2000
     assert all(s[0].isupper() and s[-1] in ".!?" for s in sentences)
     assert any(d.name == "email.message.Message" for d in documents)  # classes are documents of their own
+
+
+@pytest.fixture(scope="module")
+def dictionary():
+    return wordnet_documents()
+
+
+def test_wordnet_documents_are_families_of_entries_each_followed_by_its_examples(dictionary):
+    assert 28_000 < len(dictionary) < 30_000
+    sentences = [s for d in dictionary for s in d.sentences]
+    assert 160_000 < len(sentences) < 170_000 and len(set(sentences)) == len(sentences)
+    assert 1_600_000 < sum(len(s.split()) for s in sentences) < 1_900_000
+
+    def family(sentence):
+        return next(d for d in dictionary if sentence in d.sentences)
+
+    bits = family(wordnet_entry(["drilling bit", "drill bit"], "a bit used in drilling for oil"))
+    assert bits.name == "n.bit" and bits.package == "n"
+    assert any(s.startswith("spade bit: ") for s in bits.sentences)  # the kinds of bit, together
+    stable = family(wordnet_entry(["stable"], "resistant to change of position or condition"))
+    assert stable.name == "a.stable"
+    at = stable.sentences.index("stable: resistant to change of position or condition")
+    assert stable.sentences[at + 1] == "a stable ladder"  # its usage examples right after the entry
+    assert any(s.startswith("firm, steady, unfluctuating: ") for s in stable.sentences)  # a satellite
+    cognitive = family("cognitive: of or being or relating to or involving cognition")
+    assert "cognitively: with regard to cognition" in cognitive.sentences  # an adverb with its adjective
+    assert not any("_" in s or "(ip)" in s for s in sentences[::50])
+    assert wordnet_documents(min_sentences=2) == [d for d in dictionary if len(d.sentences) >= 2]
 
 
 def test_split_documents_is_a_disjoint_cover(documents):
