@@ -6,6 +6,15 @@ confirmation when it is right, and raises :class:`CheckFailed` (an ``AssertionEr
 the test as failed) with a diagnosis when it is not. ``seed=None`` draws a fresh seed, which the message
 reports so a failure can be reproduced.
 
+A diagnosis names a mistake only when the learner's results match one known mistake of the task's catalogue,
+and no other, on every input the check tried; otherwise it describes the symptom exactly
+(:mod:`coursekit.grading.diagnosis`, whose docstring has the recipe for a new notebook's catalogue). Every
+failure carries a stable code, ``err.code``, also at the start of its message in square brackets::
+
+    CheckFailed: [sdpa.unscaled] Your weights equal softmax(query @ key^T) with no scaling: ...
+
+:func:`failure_code` reads it back from a recorded message (``coursekit grade``'s feedback, nbgrader's output).
+
 A check also refuses answers that hand the work to the reference it is checking against
 (:func:`forbid_shortcuts`, one policy per task): calling ``coursekit``'s implementation, or torch's,
 earns no points for that part.
@@ -21,8 +30,9 @@ Every check works on learner code run locally and on the sandbox proxies of ``co
 - :mod:`~coursekit.grading.bert`: *BERT pretraining* (``bert``)
 """
 
-from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, ShortcutUsed, forbid_shortcuts,
-                                    fresh_seed, register_task)
+from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, ShortcutUsed, failure_code,
+                                    forbid_shortcuts, fresh_seed, register_task)
+from coursekit.grading.diagnosis import Catalogue, Mutant, Symptom, catalogue, catalogues
 from coursekit.grading.attention import (SDPA_TASK, check_attention_matches_reference, check_attention_shapes,
                                          check_attention_values, check_causal_mask, check_padding_mask,
                                          random_qkv)
@@ -42,7 +52,8 @@ from coursekit.grading.transformer import (DECODER_TASK, ENCODER_TASK, MASK_TASK
                                            check_trained_translator, check_transformer_model)
 
 __all__ = [
-    "CheckFailed", "ShortcutUsed", "Reference", "ShortcutPolicy", "forbid_shortcuts", "fresh_seed", "register_task",
+    "CheckFailed", "ShortcutUsed", "Reference", "ShortcutPolicy", "failure_code", "forbid_shortcuts", "fresh_seed",
+    "register_task", "Catalogue", "Mutant", "Symptom", "catalogue", "catalogues",
     "SDPA_TASK", "random_qkv", "check_attention_shapes", "check_attention_values", "check_padding_mask",
     "check_causal_mask", "check_attention_matches_reference",
     "SOFTMAX_TASK", "ADDITIVE_TASK", "check_masked_softmax", "check_additive_scores", "check_additive_attention",

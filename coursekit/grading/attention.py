@@ -1,5 +1,10 @@
-"""Checks for the *scaled dot-product attention* notebook (``solutions/sdpa``), and the mask diagnoses the
-later notebooks share (:func:`masked_weight_report`, :func:`looks_inverted`).
+"""Checks for the *scaled dot-product attention* notebook (``solutions/sdpa``), the worked example of
+:mod:`coursekit.grading.diagnosis`: every check draws its inputs from one ``probes`` function, and names a mistake
+only when the learner's results match one mutant of its catalogue on every probe.
+
+Also here, for the later notebooks: the learner-relative mask catalogue (:func:`mask_mutants`), which judges a
+mask from the learner's OWN unmasked weights, so that a mistake in the scores (no scaling, say) never shows up
+as a mask mistake, and :func:`renormalised`.
 
 Shape legend: B batch, H heads, T queries, S keys, Dk query/key size, Dv value size.
 """
@@ -7,210 +12,475 @@ Shape legend: B batch, H heads, T queries, S keys, Dk query/key size, Dv value s
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
 
 import torch
 
-from coursekit import attention as _reference_attention
-from coursekit.grading.core import (ATOL, CheckFailed, Reference, ShortcutPolicy, forbid_shortcuts,
-                                    fused_attention, register_task, seed_or_fresh)
-from coursekit.grading.core import where as _where
+from coursekit.grading.core import (Reference, ShortcutPolicy, expect_pair, fused_attention, generator,
+                                    invoke, register_task, seed_or_fresh)
+from coursekit.grading.diagnosis import Mutant, Symptom, catalogue, describe, quietly_passes, rows_sum
 from coursekit.masks import causal_mask, padding_mask
 
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
-
 SDPA_TASK = register_task(
     "scaled dot-product attention",
     ShortcutPolicy((Reference("coursekit.attention", "coursekit.attention"),), fused_attention()),
+    code="sdpa",
 )
+NAME = "Your scaled_dot_product_attention"
 
 
 def random_qkv(seed: int, *lead: int, T: int = 5, S: int = 7, dk: int = 16, dv: int = 8
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random queries (..., T, Dk), keys (..., S, Dk) and values (..., S, Dv) from ``seed``."""
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     return (torch.randn(*lead, T, dk, generator=g), torch.randn(*lead, S, dk, generator=g),
             torch.randn(*lead, S, dv, generator=g))
 
 
-def _call(fn: AttentionFn, task: str, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Call the learner's attention function and check it returns (output, weights) tensors."""
-    with forbid_shortcuts(task):
-        result = fn(*args, **kwargs)
-    if not (isinstance(result, tuple) and len(result) == 2 and all(isinstance(r, torch.Tensor) for r in result)):
-        kind = type(result).__name__ if not isinstance(result, tuple) else f"a tuple of {len(result)}"
-        raise CheckFailed(f"Your function returned {kind}; it must return a tuple (output, weights) of two tensors.")
-    return result
+# ---------------------------------------------------------------------------------------------------
+# The reference and its mutants: one function, one keyword per mistake
+# ---------------------------------------------------------------------------------------------------
+
+
+def forbidden_of(query: torch.Tensor, key: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                 key_padding_mask: torch.Tensor | None = None, *, combine: str = "or") -> torch.Tensor:
+    """The positions a query may not see, (..., T, S) bool: attn_mask, key_padding_mask, or both."""
+    shape = (*query.shape[:-1], key.size(-2))
+    parts = []
+    if attn_mask is not None:
+        parts.append(attn_mask.expand(shape))
+    if key_padding_mask is not None:
+        parts.append(key_padding_mask[:, None, :].expand(shape))
+    if not parts:
+        return torch.zeros(shape, dtype=torch.bool)
+    if len(parts) == 2:
+        return parts[0] & parts[1] if combine == "and" else parts[0] | parts[1]
+    return parts[0]
+
+
+def variant(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
+            key_padding_mask: torch.Tensor | None = None, *, scale: str = "sqrt-dk", softmax: str = "dim -1",
+            output: str = "weights @ value", returned: str = "weights", masks: str = "both", fill: str = "-inf",
+            **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention with (at most) one planted mistake; the defaults give the reference.
+
+    ``masks``: which masks are applied ("both", "none", "padding", "causal", "inverted" (each), "inverted combined",
+    "and", "padding unless causal", "causal unless padding"). ``fill``: what masked scores become ("-inf", "0", "added" for a bool mask
+    added to the scores, "after softmax" for weights zeroed after the softmax).
+    """
+    d_k = query.size(-1)
+    scores = query @ key.transpose(-2, -1)  # (..., T, S)
+    factor = {"sqrt-dk": 1 / math.sqrt(d_k), "none": 1.0, "dk": 1 / d_k, "times": math.sqrt(d_k),
+              "value": 1 / math.sqrt(value.size(-1)), "queries": 1 / math.sqrt(query.size(-2)),
+              "keys": 1 / math.sqrt(key.size(-2)), "dim 1": 1 / math.sqrt(query.size(1))}[scale]
+    scores = scores * factor
+    if masks == "padding unless causal":
+        key_padding_mask = None if attn_mask is not None else key_padding_mask
+    elif masks == "causal unless padding":
+        attn_mask = None if key_padding_mask is not None else attn_mask
+    elif masks == "padding":
+        attn_mask = None
+    elif masks == "causal":
+        key_padding_mask = None
+    forbidden = None
+    if masks != "none" and (attn_mask is not None or key_padding_mask is not None):
+        if masks == "inverted":
+            attn_mask = None if attn_mask is None else ~attn_mask
+            key_padding_mask = None if key_padding_mask is None else ~key_padding_mask
+        forbidden = forbidden_of(query, key, attn_mask, key_padding_mask, combine="and" if masks == "and" else "or")
+        if masks == "inverted combined":
+            forbidden = ~forbidden
+    if forbidden is not None and fill in ("-inf", "0"):
+        scores = scores.masked_fill(forbidden, float("-inf") if fill == "-inf" else 0.0)
+    elif forbidden is not None and fill == "added":  # each bool mask added as it is, True counting as 1
+        for part in forbidden_of(query, key, attn_mask), forbidden_of(query, key, None, key_padding_mask):
+            scores = scores + part.float()
+    if softmax == "none":
+        weights = scores
+    elif softmax == "log":
+        weights = torch.log_softmax(scores, dim=-1)
+    else:
+        weights = torch.softmax(scores, dim=int(softmax.split()[1]))
+    if forbidden is not None and fill == "after softmax":
+        weights = weights.masked_fill(forbidden, 0.0)
+    out = weights @ (key if output == "weights @ key" else value)
+    second = {"weights": weights, "scores": scores, "transposed": weights.transpose(-2, -1)}[returned]
+    return out, second
+
+
+def _mutant(code: str, says: str, **mistake: str) -> Mutant:
+    return Mutant(code, says, partial(variant, **mistake))
+
+
+_SHAPE_MUTANTS = (
+    _mutant("sdpa.output-averages-keys", "Your output is weights @ key: it averages the keys, so it has Dk features. "
+            "The output is the weighted average of the VALUES, weights @ value, shape (..., T, Dv).",
+            output="weights @ key"),
+    _mutant("sdpa.weights-transposed", "Your output is right, but the weights you return are transposed, (..., S, T): "
+            "return the weights you multiplied the values with, shape (..., T, S).", returned="transposed"),
+)
+_VALUE_MUTANTS = (
+    _mutant("sdpa.unscaled", "Your weights equal softmax(query @ key^T) with no scaling: divide the scores by "
+            "math.sqrt(d_k) before the softmax.", scale="none"),
+    _mutant("sdpa.scaled-by-dk", "Your weights equal softmax(query @ key^T / d_k): you divided by d_k instead of "
+            "sqrt(d_k). Divide by math.sqrt(d_k).", scale="dk"),
+    _mutant("sdpa.times-sqrt-dk", "Your weights equal softmax(query @ key^T * sqrt(d_k)): you multiplied the scores "
+            "by sqrt(d_k) instead of dividing them by it.", scale="times"),
+    _mutant("sdpa.softmax-over-queries", "Your weights equal a softmax over the queries (dim -2): each column sums to "
+            "1 instead of each row. Take the softmax over the keys, the last dim: torch.softmax(scores, dim=-1).",
+            softmax="dim -2"),
+    _mutant("sdpa.log-softmax", "Your weights equal log_softmax of the scores: use torch.softmax, whose rows are "
+            "probabilities that sum to 1.", softmax="log"),
+    _mutant("sdpa.no-softmax", "Your weights equal the scaled scores themselves: apply torch.softmax(scores, dim=-1) "
+            "to turn them into weights.", softmax="none"),
+    _mutant("sdpa.returns-scores", "Your output is right, but the second value you return is the scaled scores, "
+            "before the softmax: return the weights.", returned="scores"),
+)
+_SQUARE_MUTANTS = (  # for the check of both masks, where T = S
+    _mutant("sdpa.scaled-by-length", "Your scores are divided by sqrt(8), the number of queries (and of keys) here: "
+            "d_k is the size of each query and key, the LAST dimension, query.size(-1).", scale="queries"),
+    _mutant("sdpa.scaled-by-value-size", "Your scores are divided by sqrt(Dv), the size of the VALUES "
+            "(value.size(-1)); d_k is the size of the queries and keys, query.size(-1).", scale="value"),
+)
+_RANK_MUTANTS = (  # only told apart by inputs of several ranks
+    _mutant("sdpa.scaled-by-value-size", "Your scores are divided by sqrt(Dv), the size of the VALUES "
+            "(value.size(-1)); d_k is the size of the queries and keys, query.size(-1).", scale="value"),
+    _mutant("sdpa.scaled-by-query-count", "Your scores are divided by sqrt(T), the number of queries "
+            "(query.size(-2)); d_k is the LAST dimension of query, query.size(-1).", scale="queries"),
+    _mutant("sdpa.scaled-by-key-count", "Your scores are divided by sqrt(S), the number of keys (key.size(-2)); "
+            "d_k is the last dimension of query, query.size(-1).", scale="keys"),
+    _mutant("sdpa.scaled-by-dim-1", "Your scores are divided by sqrt(query.size(1)): that is d_k only for "
+            "2-dimensional inputs (the number of queries for (B, T, Dk), of heads for (B, H, T, Dk)). Use "
+            "query.size(-1).", scale="dim 1"),
+    _mutant("sdpa.softmax-dim-2", "Your softmax runs over dim 2: the keys for 3-dimensional inputs, but the queries "
+            "for (B, H, T, S) scores. Use dim=-1, the last dim, whatever the rank.", softmax="dim 2"),
+    _mutant("sdpa.softmax-dim-1", "Your softmax runs over dim 1: the queries for 3-dimensional inputs, the heads for "
+            "4-dimensional ones. Use dim=-1, the keys, whatever the rank.", softmax="dim 1"),
+    _mutant("sdpa.softmax-over-batch", "Your softmax runs over dim 0, the batch: use dim=-1, the keys.",
+            softmax="dim 0"),
+)
+_MASK_MUTANTS = (
+    _mutant("mask.ignored", "Your weights are the same with and without the masks: apply attn_mask and "
+            "key_padding_mask to the scores.", masks="none"),
+    _mutant("mask.inverted", "Your weights follow the masks the other way round: the positions where a mask is "
+            "True get all the weight. True means NOT allowed (torch.nn's convention): fill the scores where the mask "
+            "is True.", masks="inverted"),
+    _mutant("mask.inverted-combined", "Your weights follow the combined mask the other way round: only the "
+            "positions that some mask forbids get weight. True means NOT allowed: fill the scores where "
+            "attn_mask | key_padding_mask is True.", masks="inverted combined"),
+    _mutant("mask.after-softmax", "Your weights are the softmax of the unmasked scores with the masked ones set to "
+            "0 afterwards, so the rows no longer sum to 1: fill the scores with float('-inf') BEFORE the softmax.",
+            fill="after softmax"),
+    _mutant("mask.zero-filled", "Your masked scores were set to 0 (or near it) before the softmax, so masked keys "
+            "still get weight: fill them with float('-inf').", fill="0"),
+    _mutant("mask.added", "Your scores had the bool mask ADDED to them (True counts as +1), which favours the masked "
+            "keys instead of hiding them: fill the masked scores with float('-inf') (masked_fill).", fill="added"),
+)
+_BOTH_MASK_MUTANTS = (
+    _mutant("mask.padding-ignored", "With both masks, and with key_padding_mask alone, padding keys get weight: "
+            "your function never applies key_padding_mask. Fill the scores at key_padding_mask[:, None, :] too.",
+            masks="causal"),
+    _mutant("mask.causal-ignored", "With both masks, and with attn_mask alone, queries see later keys: your function "
+            "never applies attn_mask.", masks="padding"),
+    _mutant("mask.padding-dropped-with-causal", "key_padding_mask works alone, but when attn_mask is given too only "
+            "attn_mask is applied (an if/elif?): apply every mask that is given, one after the other.",
+            masks="padding unless causal"),
+    _mutant("mask.causal-dropped-with-padding", "attn_mask works alone, but when key_padding_mask is given too only "
+            "key_padding_mask is applied (an if/elif?): apply every mask that is given, one after the other.",
+            masks="causal unless padding"),
+    _mutant("mask.combined-with-and", "With both masks, only the positions that BOTH masks forbid are hidden: combine "
+            "them with | (or), since a key is forbidden when either mask says so.", masks="and"),
+)
+
+
+def _reference(query, key, value, attn_mask=None, key_padding_mask=None, **_):
+    return variant(query, key, value, attn_mask, key_padding_mask)
+
+
+def _shapes_only(got: Any, want: tuple[torch.Tensor, torch.Tensor]) -> bool:
+    return (isinstance(got, tuple) and len(got) == 2 and all(isinstance(g, torch.Tensor) for g in got)
+            and tuple(got[0].shape) == tuple(want[0].shape) and tuple(got[1].shape) == tuple(want[1].shape))
+
+
+def _shape_probes(seed: int) -> list[dict[str, Any]]:
+    """2-, 3- and 4-dimensional inputs; B = 3, (B, H) = (2, 4), T = 5, S = 7, Dk = 16, Dv = 8: no two sizes equal."""
+    probes = []
+    for lead in [(), (3,), (2, 4)]:
+        q, k, v = random_qkv(seed, *lead, T=5, S=7, dk=16, dv=8)
+        probes.append(dict(query=q, key=k, value=v))
+    return probes
+
+
+def _value_probes(seed: int) -> list[dict[str, Any]]:
+    """No masks: (B, T, S) = (4, 6, 9) with Dk = 16, and (B, H, T, S) = (2, 3, 6, 9) with Dk = 64; Dv = 5."""
+    probes = []
+    for lead, dk in [((4,), 16), ((2, 3), 64)]:
+        q, k, v = random_qkv(seed, *lead, T=6, S=9, dk=dk, dv=5)
+        probes.append(dict(query=q, key=k, value=v))
+    return probes
+
+
+BOTH_LENGTHS = (8, 5, 2, 7)  # fixed, so that every mask mistake shows under every seed
+
+
+def _both_probes(seed: int) -> list[dict[str, Any]]:
+    """(B, T, S) = (4, 8, 8), Dk = 32, Dv = 12: both masks, then padding alone, then the causal mask alone."""
+    q, k, v = random_qkv(seed, 4, T=8, S=8, dk=32, dv=12)
+    kpm, mask = padding_mask(torch.tensor(BOTH_LENGTHS), max_len=8), causal_mask(8)
+    return [dict(query=q, key=k, value=v, attn_mask=mask, key_padding_mask=kpm),
+            dict(query=q, key=k, value=v, key_padding_mask=kpm),
+            dict(query=q, key=k, value=v, attn_mask=mask)]
+
+
+SHAPES = catalogue("sdpa.shapes", "sdpa", _reference, _SHAPE_MUTANTS, _shape_probes, accept=_shapes_only)
+VALUES = catalogue("sdpa.values", "sdpa", _reference, _SHAPE_MUTANTS + _VALUE_MUTANTS + _RANK_MUTANTS, _value_probes,
+                   atol=1e-5)
+BOTH = catalogue("sdpa.both-masks", "sdpa", _reference,
+                 _SHAPE_MUTANTS + _VALUE_MUTANTS + _SQUARE_MUTANTS + _MASK_MUTANTS + _BOTH_MASK_MUTANTS, _both_probes, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Scaled dot-product attention
+# Masks judged from the learner's own unmasked weights
 # ---------------------------------------------------------------------------------------------------
+
+
+def renormalised(weights: torch.Tensor, forbidden: torch.Tensor) -> torch.Tensor:
+    """``weights`` with the forbidden entries set to 0 and each row rescaled to sum to 1 (NaN for a row left empty).
+
+    A softmax over the allowed scores equals this, whatever the scores were: so a learner's masked weights can be
+    judged against their own unmasked ones.
+    """
+    kept = weights.masked_fill(forbidden, 0.0)
+    return kept / kept.sum(-1, keepdim=True)
+
+
+def mask_mutants(scores: Callable[..., torch.Tensor], *, transposable: bool) -> tuple[Mutant, ...]:
+    """The classic mask mistakes, from a probe's ``unmasked`` weights (the learner's own) and ``forbidden`` (bool).
+
+    ``scores(**probe)`` gives the right scores, for the two mistakes that a softmax of the learner's weights cannot
+    reproduce (a mask filled with 0, or added); those two are named only when the learner's scores are right.
+    ``transposable``: also the mask transposed (for a causal mask, which is square).
+    """
+    def ignored(unmasked, forbidden, **_):
+        return unmasked
+
+    def inverted(unmasked, forbidden, **_):
+        return renormalised(unmasked, ~forbidden)
+
+    def after_softmax(unmasked, forbidden, **_):
+        return unmasked.masked_fill(forbidden, 0.0)
+
+    def zero_filled(forbidden, **probe):
+        return torch.softmax(scores(**probe).masked_fill(forbidden, 0.0), dim=-1)
+
+    def added(forbidden, **probe):
+        return torch.softmax(scores(**probe) + forbidden.float(), dim=-1)
+
+    def transposed(unmasked, forbidden, **_):
+        return renormalised(unmasked, forbidden.transpose(-2, -1))
+
+    mutants = (
+        Mutant("mask.ignored", "Your weights with the mask are the same as without it: the mask is never applied.",
+               ignored),
+        Mutant("mask.inverted", "Your mask works the other way round: the positions where it is True get all the "
+               "weight. True means NOT allowed (torch.nn's convention): fill the scores where the mask is True, not "
+               "where it is False.", inverted),
+        Mutant("mask.after-softmax", "Your weights are the unmasked softmax with the masked entries set to 0 "
+               "afterwards, so the rows no longer sum to 1: fill the scores with float('-inf') BEFORE the softmax.",
+               after_softmax),
+        Mutant("mask.zero-filled", "Your masked scores were set to 0 (or near it) before the softmax, so masked keys "
+               "still get weight: fill them with float('-inf').", zero_filled),
+        Mutant("mask.added", "Your scores had the bool mask ADDED to them (True counts as +1), which favours the "
+               "masked keys instead of hiding them: fill the masked scores with float('-inf') (masked_fill).", added),
+    )
+    if transposable:
+        mutants += (Mutant("mask.transposed", "Your weights hide the past instead of the future: the mask is applied "
+                           "transposed (attn_mask.T, or mask[s, t] read as mask[t, s]). Use attn_mask as it is, rows = "
+                           "queries, columns = keys.", transposed),)
+    return mutants
+
+
+def _learner_relative(unmasked, forbidden, **_):
+    return renormalised(unmasked, forbidden)
+
+
+def _scaled_scores(query, key, **_):
+    return query @ key.transpose(-2, -1) / math.sqrt(query.size(-1))
+
+
+def _padding_probes(seed: int) -> list[dict[str, Any]]:
+    """(B, T, S) = (3, 5, 7), Dk = 16, Dv = 8, lengths 7, 4, 2. ``unmasked`` is the reference's; the check puts the
+    learner's own unmasked weights there."""
+    q, k, v = random_qkv(seed, 3, T=5, S=7)
+    kpm = padding_mask(torch.tensor([7, 4, 2]))
+    return [dict(query=q, key=k, value=v, key_padding_mask=kpm, forbidden=kpm[:, None, :].expand(3, 5, 7),
+                 unmasked=variant(q, k, v)[1])]
+
+
+def _causal_probes(seed: int) -> list[dict[str, Any]]:
+    """(B, T, S) = (2, 6, 6), Dk = 16, Dv = 8, a causal mask (T = S, as a causal mask needs)."""
+    q, k, v = random_qkv(seed, 2, T=6, S=6)
+    mask = causal_mask(6)
+    return [dict(query=q, key=k, value=v, attn_mask=mask, forbidden=mask.expand(2, 6, 6), unmasked=variant(q, k, v)[1])]
+
+
+# Tight: padding must get no weight to within 1e-6, which the notebook promises.
+PADDING = catalogue("sdpa.padding", "sdpa", _learner_relative, mask_mutants(_scaled_scores, transposable=False),
+                    _padding_probes, atol=1e-6, rtol=1e-5)
+CAUSAL = catalogue("sdpa.causal", "sdpa", _learner_relative, mask_mutants(_scaled_scores, transposable=True),
+                   _causal_probes, atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Calling the learner's function, and describing what came back
+# ---------------------------------------------------------------------------------------------------
+
+_SIZES = ("B", "H", "T", "S")
+
+
+def _sizes(probe: Mapping[str, Any]) -> dict[str, int]:
+    q, k, v = probe["query"], probe["key"], probe["value"]
+    lead = dict(zip(("B", "H"), q.shape[:-2]))
+    return {**lead, "T": q.size(-2), "S": k.size(-2), "Dk": q.size(-1), "Dv": v.size(-1)}
+
+
+def _axes(ndim: int) -> tuple[str, ...]:
+    return {2: ("query", "key"), 3: ("batch item", "query", "key"), 4: ("batch item", "head", "query", "key")}.get(
+        ndim, ("query", "key"))
+
+
+def attend(fn: AttentionFn, probe: Mapping[str, Any], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The learner's (output, weights) for one probe; every failure becomes a sentence with the shapes."""
+    q, k, v = probe["query"], probe["key"], probe["value"]
+    masks = {name: probe[name] for name in ("attn_mask", "key_padding_mask") if probe.get(name) is not None}
+    out_shape, w_shape = (*q.shape[:-1], v.size(-1)), (*q.shape[:-1], k.size(-2))
+    result = invoke(fn, SDPA_TASK, (q, k, v), masks, name=NAME, params=("query", "key", "value"),
+                    expect=f"(output, weights) of shapes {out_shape} and {w_shape}", seed=seed)
+    return expect_pair(result, SDPA_TASK, NAME)
+
+
+def _describe(got: Any, want: tuple[torch.Tensor, torch.Tensor], probe: Mapping[str, Any]) -> Symptom:
+    """Weights first (with how their rows sum), then the output."""
+    sizes = _sizes(probe)
+    if not (isinstance(got, tuple) and len(got) == 2):
+        return Symptom("return-type", "The result is not a pair (output, weights).")
+    out, weights = got
+    forbidden = forbidden_of(probe["query"], probe["key"], probe.get("attn_mask"), probe.get("key_padding_mask"))
+    hidden = forbidden if bool(forbidden.any()) else None
+    if tuple(weights.shape) != tuple(want[1].shape) or not torch.allclose(weights, want[1], atol=1e-5, equal_nan=True):
+        symptom = describe(weights, want[1], what="Your weights", axes=_axes(weights.dim()), sizes=sizes,
+                           forbidden=hidden, reference="softmax(query @ key^T / sqrt(d_k)) over the keys")
+        sums = rows_sum(weights) if symptom.kind not in ("shape", "return-type", "dtype") else ""
+        return Symptom(symptom.kind, f"{symptom.text} In yours, {sums}.") if sums else symptom
+    symptom = describe(out, want[0], what="Your output", axes=_axes(out.dim())[:-1] + ("feature",), sizes=sizes,
+                       reference="weights @ value")
+    return Symptom(symptom.kind, f"Your weights are right. {symptom.text}")
+
+
+def _describe_masked(got: torch.Tensor, want: torch.Tensor, probe: Mapping[str, Any]) -> Symptom:
+    symptom = describe(got, want, what="Your weights", axes=("batch item", "query", "key"), sizes=_sizes(probe),
+                       forbidden=probe["forbidden"], reference="the expected weights (your own unmasked weights with "
+                                                               "the masked keys removed, each row rescaled to sum to 1)")
+    sums = rows_sum(got) if symptom.kind not in ("shape", "return-type", "dtype") else ""
+    return Symptom(symptom.kind, f"{symptom.text} In yours, {sums}.") if sums else symptom
+
+
+# ---------------------------------------------------------------------------------------------------
+# The checks
+# ---------------------------------------------------------------------------------------------------
+
 
 def check_attention_shapes(fn: AttentionFn, seed: int | None = None) -> None:
     """Output is (..., T, Dv) and weights (..., T, S), for 2, 3 and 4-dimensional inputs."""
     seed = seed_or_fresh(seed)
-    for lead in [(), (3,), (2, 4)]:
-        q, k, v = random_qkv(seed, *lead, T=5, S=7, dk=16, dv=8)
-        out, weights = _call(fn, SDPA_TASK, q, k, v)
-        want_w, want_o = (*lead, 5, 7), (*lead, 5, 8)
-        if tuple(weights.shape) == (*lead, 7, 5):
-            raise CheckFailed(f"Your weights have shape {tuple(weights.shape)}, the transpose of the expected "
-                              f"(..., T, S) = {want_w}: compute query @ key.transpose(-2, -1), not key @ query^T.")
-        if tuple(weights.shape) != want_w:
-            raise CheckFailed(f"For query {tuple(q.shape)} and key {tuple(k.shape)} the weights must have shape "
-                              f"(..., T, S) = {want_w}; yours have {tuple(weights.shape)}. "
-                              "Transpose only the last two dims of key: key.transpose(-2, -1).")
-        if tuple(out.shape) != want_o:
-            raise CheckFailed(f"For value {tuple(v.shape)} the output must have shape (..., T, Dv) = {want_o}; "
-                              f"yours has {tuple(out.shape)}.")
+    probes = SHAPES.probes(seed)
+    outputs = [attend(fn, probe, seed) for probe in probes]
+    SHAPES.judge(outputs, probes, seed=seed, describe=_describe_shapes)
     print("✓ shapes are right for 2-, 3- and 4-dimensional inputs")
 
 
-def _diagnose_weights(q: torch.Tensor, k: torch.Tensor, weights: torch.Tensor) -> str:
-    """Name the most likely mistake behind wrong attention weights."""
-    d_k = q.size(-1)
-    raw = q @ k.transpose(-2, -1)  # (..., T, S)
-    if not torch.allclose(weights.sum(-1), torch.ones(()), atol=1e-4):
-        if torch.allclose(weights.sum(-2), torch.ones(()), atol=1e-4):
-            return ("Your weights do not sum to 1 over the keys: they sum to 1 down each column, so the softmax "
-                    "ran over the queries. Use softmax over the last dim (dim=-1).")
-        return ("Your weights do not sum to 1 over the keys (the last dim). Each query's weights must be a "
-                "probability distribution: apply torch.softmax(scores, dim=-1).")
-    candidates = {
-        "You did not scale the scores: divide query @ key^T by sqrt(d_k) before the softmax.": raw,
-        "You scaled by d_k instead of sqrt(d_k): divide by math.sqrt(d_k).": raw / d_k,
-        "You multiplied by sqrt(d_k) instead of dividing by it.": raw * math.sqrt(d_k),
-    }
-    for message, scores in candidates.items():
-        if torch.allclose(weights, scores.softmax(-1), atol=1e-4):
-            return message
-    return "Your weights differ from softmax(query @ key^T / sqrt(d_k)) over the keys."
+def _describe_shapes(got: tuple[torch.Tensor, torch.Tensor], want: tuple[torch.Tensor, torch.Tensor],
+                     probe: Mapping[str, Any]) -> Symptom:
+    sizes, inputs = _sizes(probe), f"query {tuple(probe['query'].shape)}, key {tuple(probe['key'].shape)} and " \
+                                   f"value {tuple(probe['value'].shape)}"
+    for name, g, w in (("weights", got[1], want[1]), ("output", got[0], want[0])):
+        symptom = describe(g, w, what=f"For {inputs}, your {name}", sizes=sizes)
+        if symptom.kind == "shape":
+            return symptom
+    return Symptom("shape", f"For {inputs}, your shapes are wrong.")
 
 
 def check_attention_values(fn: AttentionFn, seed: int | None = None) -> None:
-    """Without masks, weights = softmax(QK^T / sqrt(d_k)) and output = weights @ V, as in the reference."""
+    """Without masks, weights = softmax(QK^T / sqrt(d_k)) and output = weights @ V, for 3- and 4-dimensional inputs."""
     seed = seed_or_fresh(seed)
-    for lead, dk in [((4,), 16), ((2, 3), 64)]:
-        q, k, v = random_qkv(seed, *lead, T=6, S=9, dk=dk, dv=5)
-        out, weights = _call(fn, SDPA_TASK, q, k, v)
-        want_out, want_w = _reference_attention.scaled_dot_product_attention(q, k, v)
-        if weights.shape != want_w.shape or out.shape != want_out.shape:
-            raise CheckFailed(f"Expected weights {tuple(want_w.shape)} and output {tuple(want_out.shape)}; got "
-                              f"{tuple(weights.shape)} and {tuple(out.shape)}. Run check_attention_shapes first. {_where(seed)}")
-        if not torch.allclose(weights, want_w, atol=ATOL):
-            raise CheckFailed(f"{_diagnose_weights(q, k, weights)} {_where(seed)}")
-        if not torch.allclose(out, want_out, atol=ATOL):
-            hint = ("your output equals weights^T @ value" if weights.shape[-1] == weights.shape[-2]
-                    and torch.allclose(out, weights.transpose(-2, -1) @ v, atol=ATOL) else
-                    "the output must be weights @ value, the weighted average of the values")
-            raise CheckFailed(f"Your weights are right but your output is not: {hint}. {_where(seed)}")
+    probes = VALUES.probes(seed)
+    outputs = [attend(fn, probe, seed) for probe in probes]
+    VALUES.judge(outputs, probes, seed=seed, describe=_describe)
     print("✓ weights and output match softmax(QK^T / sqrt(d_k)) V")
 
 
-def masked_weight_report(weights: torch.Tensor, forbidden: torch.Tensor, what: str) -> str | None:
-    """Describe the largest weight that lands where it must not, or None if there is none."""
-    leak = weights.nan_to_num(0.0).masked_fill(~forbidden, 0.0)  # only the forbidden weights remain
-    if float(leak.max()) <= 1e-6:
-        return None
-    b, t, s = (int(i) for i in torch.nonzero(leak == leak.max())[0])
-    return f"query {t} of batch item {b} gives weight {float(leak[b, t, s]):.3f} to key {s}, {what}"
-
-
-def looks_inverted(weights: torch.Tensor, forbidden: torch.Tensor) -> bool:
-    """True when (almost) all the weight sits where the mask forbids it: the mask was read the other way round.
-
-    NaNs count as no weight: an inverted mask often masks whole rows, whose softmax is NaN.
-    """
-    finite = weights.nan_to_num(0.0)
-    allowed_mass = float(finite.masked_fill(forbidden, 0.0).sum())
-    return allowed_mass <= 1e-3 * max(float(finite.sum()), 1e-12)
+def _judge_mask(fn: AttentionFn, seed: int, catalogue_, mask_name: str) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Run the learner with and without the mask and judge the masked weights against their own unmasked ones."""
+    probe = dict(catalogue_.probes(seed)[0])
+    q, k, v = probe["query"], probe["key"], probe["value"]
+    unmasked = attend(fn, dict(query=q, key=k, value=v), seed)[1]
+    out, weights = attend(fn, probe, seed)
+    probe["unmasked"] = unmasked
+    if unmasked.shape != probe["forbidden"].shape:
+        raise catalogue_.symptom(describe(unmasked, probe["forbidden"].float(), what="Without a mask, your weights",
+                                          sizes=_sizes(probe)), seed)
+    catalogue_.judge([weights], [probe], seed=seed, describe=_describe_masked, context=f"With {mask_name},")
+    return probe, out, weights
 
 
 def check_padding_mask(fn: AttentionFn, seed: int | None = None) -> None:
-    """Padding keys get weight exactly 0; rows still sum to 1; padding changes nothing at real positions."""
+    """Padding keys get weight 0 (to within 1e-6) and every row still sums to 1, judged from your own unmasked
+    weights (so a mistake in the scores costs nothing here); padding changes nothing at real positions."""
     seed = seed_or_fresh(seed)
-    q, k, v = random_qkv(seed, 3, T=5, S=7)
-    lengths = torch.tensor([7, 4, 2])
-    kpm = padding_mask(lengths)  # (B, S), True at padding
-    out, weights = _call(fn, SDPA_TASK, q, k, v, key_padding_mask=kpm)
-    forbidden = kpm[:, None, :].expand_as(weights)  # (B, T, S)
-    if weights.shape != (3, 5, 7):
-        raise CheckFailed(f"With key_padding_mask the weights must still be (B, T, S) = (3, 5, 7); got {tuple(weights.shape)}.")
-    leak = masked_weight_report(weights, forbidden, "which is padding")
-    if leak:
-        if looks_inverted(weights, forbidden):
-            raise CheckFailed("Your padding mask is inverted: True means NOT allowed (torch.nn's convention), so mask "
-                              f"the positions where key_padding_mask is True, not where it is False. ({leak}) {_where(seed)}")
-        if torch.allclose(weights, _unmasked_weights(fn, q, k, v), atol=1e-4):
-            raise CheckFailed(f"Your function ignores key_padding_mask: {leak}. {_where(seed)}")
-        raise CheckFailed(f"Padding receives attention: {leak}. Set those scores to -inf (or a very negative "
-                          f"number) before the softmax. {_where(seed)}")
-    if not torch.allclose(weights.sum(-1), torch.ones(3, 5), atol=1e-4):
-        raise CheckFailed("With padding masked, each query's weights must still sum to 1 over the real keys: mask "
-                          f"the scores before the softmax, not the weights after it. {_where(seed)}")
-    for b, n in enumerate(lengths.tolist()):
-        alone, _ = _call(fn, SDPA_TASK, q[b:b + 1], k[b:b + 1, :n], v[b:b + 1, :n])
+    probe, out, _ = _judge_mask(fn, seed, PADDING, "key_padding_mask")
+    q, k, v = probe["query"], probe["key"], probe["value"]
+    for b, n in enumerate((7, 4, 2)):
+        alone, _ = attend(fn, dict(query=q[b:b + 1], key=k[b:b + 1, :n], value=v[b:b + 1, :n]), seed)
         if not torch.allclose(out[b:b + 1], alone, atol=1e-4):
-            raise CheckFailed(f"Padding changes the output of batch item {b}: with its {7 - n} padding keys masked it "
-                              f"should equal the output computed on its {n} real keys alone. {_where(seed)}")
+            raise PADDING.symptom(Symptom("leak", f"Your weights are right, but padding changes the output of batch "
+                                                  f"item {b}: with its {7 - n} padding keys masked it should equal the "
+                                                  f"output computed on its {n} real keys alone."), seed)
     print("✓ padding gets no attention and changes nothing at real positions")
 
 
-def _unmasked_weights(fn: AttentionFn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The learner's weights with no mask at all, to tell "mask ignored" from other mistakes."""
-    return _call(fn, SDPA_TASK, q, k, v)[1]
-
-
 def check_causal_mask(fn: AttentionFn, seed: int | None = None) -> None:
-    """With a causal mask no query attends to a later key, and changing the future changes nothing before it."""
+    """No query gives weight to a later key and rows still sum to 1 (judged from your own unmasked weights), and
+    changing the future changes nothing before it."""
     seed = seed_or_fresh(seed)
-    q, k, v = random_qkv(seed, 2, T=6, S=6)
-    mask = causal_mask(6)  # (T, S), True above the diagonal
-    out, weights = _call(fn, SDPA_TASK, q, k, v, attn_mask=mask)
-    if weights.shape != (2, 6, 6):
-        raise CheckFailed(f"With attn_mask the weights must still be (B, T, S) = (2, 6, 6); got {tuple(weights.shape)}.")
-    forbidden = mask.expand_as(weights)
-    leak = masked_weight_report(weights, forbidden, "a later position (future leakage)")
-    if leak:
-        if looks_inverted(weights, forbidden):
-            raise CheckFailed("Your causal mask is inverted: attn_mask is True where attention is NOT allowed "
-                              f"(torch.nn's convention). ({leak}) {_where(seed)}")
-        if torch.allclose(weights, _unmasked_weights(fn, q, k, v), atol=1e-4):
-            raise CheckFailed(f"Your function ignores attn_mask: {leak}. {_where(seed)}")
-        raise CheckFailed(f"Your causal mask leaks: {leak}. {_where(seed)}")
-    if not torch.allclose(weights.sum(-1), torch.ones(2, 6), atol=1e-4):
-        raise CheckFailed("Under the causal mask each query's weights must still sum to 1 over the keys it may see: "
-                          f"mask the scores before the softmax. {_where(seed)}")
+    probe, out, _ = _judge_mask(fn, seed, CAUSAL, "a causal attn_mask")
+    q, k, v = probe["query"], probe["key"], probe["value"]
     k2, v2 = k.clone(), v.clone()
-    k2[:, 3:] += torch.randn(2, 3, k.size(-1), generator=torch.Generator().manual_seed(seed + 1))
+    k2[:, 3:] += torch.randn(2, 3, k.size(-1), generator=generator(seed + 1))
     v2[:, 3:] += 10.0
-    out2, _ = _call(fn, SDPA_TASK, q, k2, v2, attn_mask=mask)
+    out2, _ = attend(fn, dict(query=q, key=k2, value=v2, attn_mask=probe["attn_mask"]), seed)
     if not torch.allclose(out2[:, :3], out[:, :3], atol=1e-4):
-        raise CheckFailed(f"Changing keys and values at positions 3-5 changed your outputs at positions 0-2: "
-                          f"information leaks from the future. {_where(seed)}")
+        raise CAUSAL.symptom(Symptom("leak", "Your weights are right, but changing keys and values at positions 3-5 "
+                                             "changed your outputs at positions 0-2: information leaks from the "
+                                             "future."), seed)
     print("✓ the causal mask hides the future")
 
 
 def check_attention_matches_reference(fn: AttentionFn, seed: int | None = None) -> None:
-    """Causal and padding masks together, against coursekit's reference, on fresh random inputs."""
+    """Causal and padding masks together (and each alone), against coursekit's reference, on fresh random inputs."""
     seed = seed_or_fresh(seed)
-    B, T = 4, 8
-    q, k, v = random_qkv(seed, B, T=T, S=T, dk=32, dv=12)
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, T + 1, (B,), generator=g)
-    lengths[0] = T
-    kpm, mask = padding_mask(lengths, max_len=T), causal_mask(T)
-    out, weights = _call(fn, SDPA_TASK, q, k, v, attn_mask=mask, key_padding_mask=kpm)
-    want_out, want_w = _reference_attention.scaled_dot_product_attention(q, k, v, attn_mask=mask, key_padding_mask=kpm)
-    if weights.shape != want_w.shape or out.shape != want_out.shape:
-        raise CheckFailed(f"Expected weights {tuple(want_w.shape)} and output {tuple(want_out.shape)}; "
-                          f"got {tuple(weights.shape)} and {tuple(out.shape)}. {_where(seed)}")
-    if not torch.allclose(weights, want_w, atol=ATOL):
-        worst = (weights - want_w).abs().max().item()
-        raise CheckFailed(f"With both masks, your weights differ from the reference by up to {worst:.3g}. Run "
-                          f"check_padding_mask and check_causal_mask to see which part is off. {_where(seed)}")
-    if not torch.allclose(out, want_out, atol=ATOL):
-        raise CheckFailed(f"With both masks your weights are right but your output is not weights @ value. {_where(seed)}")
+    probes = BOTH.probes(seed)
+    outputs = [attend(fn, probe, seed) for probe in probes]
+
+    def other_tests() -> str:
+        verdicts = [f"{name} (Test {n}) {'passes' if quietly_passes(check, fn, seed) else 'fails'}"
+                    for name, n, check in (("check_padding_mask", 3, check_padding_mask),
+                                           ("check_causal_mask", 4, check_causal_mask))]
+        return f"With this seed, {verdicts[0]} and {verdicts[1]}."
+
+    BOTH.judge(outputs, probes, seed=seed, describe=_describe, then=other_tests)
     print("✓ matches coursekit with causal and padding masks together")
+

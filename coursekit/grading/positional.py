@@ -2,19 +2,22 @@
 rotation that shifts it by k positions, and self-attention without and with positions (permutation
 equivariance, then order).
 
-Shape legend: B batch, T sequence length, D model dim (``d_model``), Dk / Dv projected sizes.
+Shape legend: B batch, T sequence length, D model dim (``d_model``), Dk / Dv projected sizes. The layer checks use
+(B, T, D) = (2, 6, 16), Dk = 8, Dv = 16 and a table of 20 positions.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
 from coursekit.attention import scaled_dot_product_attention as _reference_sdpa
-from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, call, close, expect_tensor, first_line,
-                                    generator, max_gap, register_task, seed_or_fresh, where)
+from coursekit.grading.core import (Reference, ShortcutPolicy, expect_tensor, generator, invoke, register_task,
+                                    seed_or_fresh)
+from coursekit.grading.diagnosis import Mutant, Symptom, catalogue, describe
 from coursekit.positional import sinusoidal_table as _reference_table
 
 _POLICY = ShortcutPolicy(
@@ -24,9 +27,9 @@ _POLICY = ShortcutPolicy(
     {},
     instead="torch.arange, torch.sin, torch.cos and basic tensor operations",
 )
-TABLE_TASK = register_task("the sinusoidal positional encoding", _POLICY)
-OFFSET_TASK = register_task("relative positions as rotations", _POLICY)
-LAYER_TASK = register_task("self-attention with positional encodings", _POLICY)
+TABLE_TASK = register_task("the sinusoidal positional encoding", _POLICY, code="table")
+OFFSET_TASK = register_task("relative positions as rotations", _POLICY, code="offset")
+LAYER_TASK = register_task("self-attention with positional encodings", _POLICY, code="layer")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -34,75 +37,130 @@ LAYER_TASK = register_task("self-attention with positional encodings", _POLICY)
 # ---------------------------------------------------------------------------------------------------
 
 
-def _table_variant(max_len: int, d_model: int, *, exponent: str = "2i", layout: str = "interleave",
-                   first: str = "sin", start: int = 0, divide: bool = True) -> torch.Tensor:
-    """The sinusoidal table with one typical mistake, float64, to name it when a learner's table matches."""
+def table_variant(max_len: int, d_model: int, *, rate: str = "2i/d", sin_cols: str = "even", cos_cols: str = "odd",
+                  layout: str = "interleave", first: str = "sin", start: int = 0, cos_rate: str | None = None,
+                  transpose: bool = False, **_: Any) -> torch.Tensor:
+    """The sinusoidal table with (at most) one planted mistake, float64; the defaults give the reference.
+
+    ``rate``: the frequency of pair i, "2i/d" (1 / 10000^(2i/d)), "i/d", "4i/d", "column" (column j: 10000^(j/d)),
+    "times" (pos * 10000^(2i/d)), "int" (an integer exponent, 2i // d = 0: every pair at 1 radian a position),
+    "exp-floor" (e^(-2i)). ``cos_rate``: another rate for the cosines ("2(i+1)/d"). ``sin_cols``/``cos_cols``:
+    which columns each fills ("even", "odd", "none").
+    """
     pos = torch.arange(start, start + max_len, dtype=torch.float64)[:, None]  # (max_len, 1)
     i = torch.arange(d_model // 2, dtype=torch.float64)  # pair index
-    if exponent == "column":  # column j uses 10000^(j/d): a sine and its cosine get different frequencies
-        cols = torch.arange(d_model, dtype=torch.float64)
-        rate = 10000.0 ** (-cols / d_model) if divide else 10000.0 ** (cols / d_model)
-        angle = pos * rate  # (max_len, D)
-        table = torch.empty(max_len, d_model, dtype=torch.float64)
-        table[:, 0::2] = torch.sin(angle[:, 0::2])
-        table[:, 1::2] = torch.cos(angle[:, 1::2])
+
+    def angle_of(kind: str) -> torch.Tensor:
+        if kind == "column":
+            return pos / 10000.0 ** (torch.arange(d_model, dtype=torch.float64) / d_model)  # (max_len, D)
+        exponent = {"2i/d": 2 * i / d_model, "i/d": i / d_model, "4i/d": 4 * i / d_model, "int": 0 * i,
+                    "2(i+1)/d": 2 * (i + 1) / d_model}.get(kind)
+        if kind == "times":
+            return pos * 10000.0 ** (2 * i / d_model)
+        if kind == "exp-floor":
+            return pos * torch.exp(-2 * i)
+        return pos / 10000.0 ** exponent  # (max_len, D/2)
+
+    angle = angle_of(rate)
+    if rate == "column":
+        table = torch.zeros(max_len, d_model, dtype=torch.float64)
+        table[:, 0::2], table[:, 1::2] = torch.sin(angle[:, 0::2]), torch.cos(angle[:, 1::2])
         return table
-    power = {"2i": 2 * i / d_model, "i": i / d_model}[exponent]
-    rate = 10000.0 ** (-power) if divide else 10000.0 ** power
-    angle = pos * rate  # (max_len, D/2)
-    a, b = (torch.sin(angle), torch.cos(angle)) if first == "sin" else (torch.cos(angle), torch.sin(angle))
+    a, b = torch.sin(angle), torch.cos(angle_of(cos_rate) if cos_rate else angle)
+    if first == "cos":
+        a, b = torch.cos(angle), torch.sin(angle)
     if layout == "concat":
-        return torch.cat([a, b], dim=1)
-    return torch.stack([a, b], dim=2).reshape(max_len, d_model)  # columns 2i, 2i+1
+        table = torch.cat([a, b], dim=1)
+    else:
+        table = torch.zeros(max_len, d_model, dtype=torch.float64)
+        slots = {"even": slice(0, None, 2), "odd": slice(1, None, 2)}
+        for col in (("even", "odd") if sin_cols == "both" else () if sin_cols == "none" else (sin_cols,)):
+            table[:, slots[col]] = a
+        if cos_cols != "none":
+            table[:, slots[cos_cols]] = b
+    return table.T if transpose else table
 
 
-_TABLE_MISTAKES = (
-    (dict(first="cos"), "Your sines and cosines are swapped: column 2i holds sin(pos / 10000^(2i/d)) and column 2i+1 "
-                        "the cosine of the same angle."),
-    (dict(layout="concat"), "You put all the sines first and then all the cosines. They interleave: column 2i is a "
-                            "sine and column 2i+1 the cosine of the same angle."),
-    (dict(first="cos", layout="concat"), "You put all the cosines first and then all the sines. They interleave: "
-                                         "column 2i is a sine and column 2i+1 the cosine of the same angle."),
-    (dict(exponent="i"), "Your frequencies use 10000^(i/d) with i the pair index; the paper's exponent is 2i/d "
-                         "(i counts pairs of columns), so the slowest pair turns at 1/10000 radian per position."),
-    (dict(exponent="column"), "Each sine and its cosine must share one frequency: columns 2i and 2i+1 both use "
-                              "pos / 10000^(2i/d). Yours gives the cosine column its own exponent (2i+1)/d."),
-    (dict(divide=False), "You multiplied the position by 10000^(2i/d); divide by it: the angle is pos / 10000^(2i/d)."),
-    (dict(start=1), "Your positions start at 1; they start at 0, so row 0 is sin(0) = 0 and cos(0) = 1 in every pair."),
+def _table_mutant(code: str, says: str, atol: float | None = None, **mistake: Any) -> Mutant:
+    return Mutant(code, says, lambda max_len, d_model, **_: table_variant(max_len, d_model, **mistake), atol=atol)
+
+
+_TABLE_MUTANTS = (
+    _table_mutant("table.swapped", "Your sines and cosines are swapped: column 2i holds sin(pos / 10000^(2i/d)) and "
+                  "column 2i+1 the cosine of the same angle.", first="cos"),
+    _table_mutant("table.concatenated", "You put all the sines first and then all the cosines. They interleave: column "
+                  "2i is a sine and column 2i+1 the cosine of the same angle.", layout="concat"),
+    _table_mutant("table.concatenated-cos-first", "You put all the cosines first and then all the sines. They "
+                  "interleave: column 2i is a sine and column 2i+1 the cosine of the same angle.", layout="concat",
+                  first="cos"),
+    _table_mutant("table.exponent-i", "Your frequencies use 10000^(i/d) with i the pair index; the paper's exponent is "
+                  "2i/d (i counts pairs of columns), so the slowest pair turns at 1/10000 radian per position.",
+                  rate="i/d"),
+    _table_mutant("table.exponent-4i", "Your frequencies use 10000^(4i/d): the exponent 2i/d was doubled again (2 * "
+                  "torch.arange(0, d, 2) counts the 2 twice). Use torch.arange(0, d, 2) / d, or 2 * "
+                  "torch.arange(d // 2) / d.", rate="4i/d"),
+    _table_mutant("table.column-exponent", "Each sine and its cosine must share one frequency: columns 2i and 2i+1 both "
+                  "use pos / 10000^(2i/d). Yours gives every column j its own exponent j/d.", rate="column"),
+    _table_mutant("table.cos-exponent-shifted", "Your cosine in column 2i+1 uses 10000^(2(i+1)/d), the next pair's "
+                  "frequency: it must use the same angle as the sine in column 2i, pos / 10000^(2i/d).",
+                  cos_rate="2(i+1)/d"),
+    _table_mutant("table.multiplied", "You multiplied the position by 10000^(2i/d); divide by it: the angle is "
+                  "pos / 10000^(2i/d).", atol=0.25, rate="times"),  # angles of 1e5 radians: float32 holds ~0.01
+    _table_mutant("table.integer-exponent", "Every pair of your table turns at 1 radian per position: the exponent "
+                  "2i/d came out as 0, which integer division gives (2 * i // d_model). Use true division, / d_model, "
+                  "on floats.", rate="int"),
+    _table_mutant("table.exp-floor", "Pair i of your table turns at e^(-2i) radians per position instead of "
+                  "1 / 10000^(2i/d): a // where / was meant gives exactly this, e.g. -math.log(10000.0) / d_model // 2.",
+                  rate="exp-floor"),
+    _table_mutant("table.starts-at-one", "Your positions start at 1; they start at 0, so row 0 is sin(0) = 0 and "
+                  "cos(0) = 1 in every pair.", start=1),
+    _table_mutant("table.sines-only", "Your table holds sines in every column: the odd columns, 2i+1, hold the COSINE "
+                  "of the angle.", cos_cols="none", sin_cols="both"),
+    _table_mutant("table.odd-columns-empty", "The odd columns of your table are 0 and the even ones hold the cosines: "
+                  "the sines go to table[:, 0::2] and the cosines to table[:, 1::2].", sin_cols="none",
+                  cos_cols="even"),
+    _table_mutant("table.transposed", "Your table has one ROW per frequency column, (d_model, max_len): it needs one "
+                  "row per position, (max_len, d_model).", transpose=True),
 )
+
+
+def _table_sizes(seed: int) -> tuple[int, int]:
+    """A second size from the seed: d_model even in 8..38, max_len in 20..79, never equal (a square table could not
+    show which way round it is)."""
+    g = generator(seed)
+    d_model = 2 * int(torch.randint(4, 20, (), generator=g))
+    max_len = int(torch.randint(20, 79, (), generator=g))
+    return (max_len + 1 if max_len >= d_model else max_len), d_model
+
+
+def _table_probes(seed: int) -> list[dict[str, Any]]:
+    max_len, d_model = _table_sizes(seed)
+    return [dict(max_len=50, d_model=16), dict(max_len=max_len, d_model=d_model)]
+
+
+TABLE = catalogue("positional.table", "table", lambda max_len, d_model, **_: table_variant(max_len, d_model).float(),
+                  _TABLE_MUTANTS, _table_probes)
 
 
 def check_sinusoidal_table(fn: Callable, seed: int | None = None) -> None:
     """``sinusoidal_encoding(max_len, d_model)``: (max_len, D) with PE[pos, 2i] = sin(pos / 10000^(2i/D)) and
-    PE[pos, 2i+1] = cos(pos / 10000^(2i/D)) (Vaswani et al., 2017, section 3.5)."""
+    PE[pos, 2i+1] = cos(pos / 10000^(2i/D)) (Vaswani et al., 2017, section 3.5), for two sizes."""
     seed = seed_or_fresh(seed)
-    g = generator(seed)
-    d_model = 2 * int(torch.randint(4, 20, (), generator=g))
-    max_len = int(torch.randint(20, 79, (), generator=g))
-    if max_len >= d_model:  # skip d_model itself: a square table could not show which way round it is
-        max_len += 1
-    for max_len, d_model in [(50, 16), (max_len, d_model)]:
-        got = expect_tensor(call(fn, TABLE_TASK, max_len, d_model), f"sinusoidal_encoding({max_len}, {d_model})")
-        want = _reference_table(max_len, d_model)
-        if got.shape == (d_model, max_len) and max_len != d_model:
-            raise CheckFailed(f"Your table has shape (d_model, max_len) = {tuple(got.shape)}: one ROW per position, "
-                              f"(max_len, d_model) = {(max_len, d_model)}.")
-        if got.shape != want.shape:
-            raise CheckFailed(f"sinusoidal_encoding({max_len}, {d_model}) must have shape (max_len, d_model) = "
-                              f"{tuple(want.shape)}; yours has {tuple(got.shape)}.")
-        if not got.is_floating_point():
-            raise CheckFailed(f"Your table has dtype {got.dtype}; it must hold floats (torch.float32).")
-        if close(got, want, atol=1e-4, rtol=1e-4):
-            continue
-        for variant, message in _TABLE_MISTAKES:
-            # Multiplying makes angles of 1e5 radians and more, which float32 holds only to about 0.01.
-            atol = 0.25 if variant.get("divide") is False else 1e-4
-            if close(got, _table_variant(max_len, d_model, **variant).float(), atol=atol, rtol=1e-4):
-                raise CheckFailed(f"{message} (checked with max_len={max_len}, d_model={d_model})")
-        row, col = (int(i) for i in torch.nonzero((got.float() - want).abs() == (got.float() - want).abs().max())[0])
-        raise CheckFailed(f"For max_len={max_len}, d_model={d_model}, your table differs from the sinusoids by up to "
-                          f"{max_gap(got, want):.3g}, e.g. at position {row}, column {col}: {float(got[row, col]):.4f} "
-                          f"instead of {float(want[row, col]):.4f}.")
+    probes = TABLE.probes(seed)
+    outputs = []
+    for probe in probes:
+        max_len, d_model = probe["max_len"], probe["d_model"]
+        got = invoke(fn, TABLE_TASK, (max_len, d_model), name="Your sinusoidal_encoding", params=("max_len", "d_model"),
+                     expect=f"a float tensor of shape (max_len, d_model) = {(max_len, d_model)}", seed=seed)
+        outputs.append(expect_tensor(got, f"sinusoidal_encoding({max_len}, {d_model})", TABLE_TASK))
+
+    def symptom(got, want, probe):
+        found = describe(got, want, what=f"For max_len={probe['max_len']}, d_model={probe['d_model']}, your table",
+                         axes=("position", "column"), sizes={"max_len": probe["max_len"], "d_model": probe["d_model"]},
+                         reference="the sinusoids")
+        return found
+
+    TABLE.judge(outputs, probes, seed=seed, describe=symptom)
     print("✓ the sinusoidal table, for two sizes")
 
 
@@ -111,33 +169,72 @@ def check_sinusoidal_table(fn: Callable, seed: int | None = None) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
+def offset_variant(k: int, d_model: int, *, sign: int = 1, use_k: bool = True, block: str = "rotation",
+                   index: str = "2i", rate: str = "2i/d", **_: Any) -> torch.Tensor:
+    """The (d_model, d_model) shift-by-k matrix with (at most) one planted mistake; the defaults give the reference."""
+    M = torch.zeros(d_model, d_model, dtype=torch.float64)
+    for i in range(d_model // 2):
+        exponent = {"2i/d": 2 * i / d_model, "i/d": i / d_model}[rate]
+        angle = (k if use_k else 1) / 10000.0 ** exponent
+        c, s = math.cos(angle), sign * math.sin(angle)
+        r = 2 * i if index == "2i" else i
+        M[r, r], M[r, r + 1] = c, s
+        M[r + 1, r], M[r + 1, r + 1] = (s, c) if block == "symmetric" else (-s, c)
+    return M
+
+
+def _offset_mutant(code: str, says: str, **mistake: Any) -> Mutant:
+    return Mutant(code, says, lambda k, d_model, **_: offset_variant(k, d_model, **mistake))
+
+
+_OFFSET_MUTANTS = (
+    _offset_mutant("offset.backwards", "Your matrix moves back by k positions, M @ PE[pos + k] = PE[pos]: flip the "
+                   "signs of the sines, each 2 x 2 block is [[cos(k w), sin(k w)], [-sin(k w), cos(k w)]].", sign=-1),
+    _offset_mutant("offset.ignores-k", "Your matrix shifts by one position whatever k is: the angle of pair i is "
+                   "k * w_i, with w_i = 1 / 10000^(2i/d).", use_k=False),
+    _offset_mutant("offset.not-a-rotation", "Your 2 x 2 blocks are [[cos, sin], [sin, cos]], which is not a rotation: "
+                   "the new cosine is cos(pos w) cos(k w) - sin(pos w) sin(k w), so the block's second row is "
+                   "[-sin(k w), cos(k w)].", block="symmetric"),
+    _offset_mutant("offset.block-index", "Your blocks sit at rows and columns (i, i+1) instead of (2i, 2i+1), so they "
+                   "overlap: pair i owns columns 2i and 2i+1 of the table.", index="i"),
+    _offset_mutant("offset.exponent-i", "Your pair i turns by k / 10000^(i/d); the paper's exponent is 2i/d (i counts "
+                   "pairs of columns).", rate="i/d"),
+)
+
+
+def _offset_probes(seed: int) -> list[dict[str, Any]]:
+    """d_model = 16; k = 1, then k drawn from 2..11."""
+    return [dict(k=1, d_model=16), dict(k=int(torch.randint(2, 12, (), generator=generator(seed))), d_model=16)]
+
+
+OFFSET = catalogue("positional.offset", "offset", lambda k, d_model, **_: offset_variant(k, d_model), _OFFSET_MUTANTS,
+                   _offset_probes)
+
+
 def check_offset_matrix(fn: Callable, seed: int | None = None) -> None:
-    """``offset_matrix(k, d_model)``: M (D, D) with PE[pos + k] = M @ PE[pos] for every position."""
+    """``offset_matrix(k, d_model)``: M (D, D) with PE[pos + k] = M @ PE[pos] for every position (the sinusoids' rows
+    span all D dims, so that M is unique: the block-diagonal rotation)."""
     seed = seed_or_fresh(seed)
-    g = generator(seed)
-    d_model, max_len = 16, 64
-    table = _reference_table(max_len, d_model).double()
-    for k in (1, int(torch.randint(2, 12, (), generator=g))):
-        M = expect_tensor(call(fn, OFFSET_TASK, k, d_model), f"offset_matrix({k}, {d_model})").double()
-        if M.shape != (d_model, d_model):
-            raise CheckFailed(f"offset_matrix({k}, {d_model}) must be a (d_model, d_model) = {(d_model, d_model)} matrix; "
-                              f"yours has shape {tuple(M.shape)}.")
-        moved = table[:-k] @ M.T  # row pos: M @ PE[pos]
-        if torch.allclose(moved, table[k:], atol=1e-4):
-            continue
-        if torch.allclose(table[k:] @ M.T, table[:-k], atol=1e-4):
-            raise CheckFailed(f"Your matrix moves back by k = {k} positions: M @ PE[pos + k] = PE[pos]. Flip the signs of "
-                              "the sines: each 2 x 2 block is [[cos(k w), sin(k w)], [-sin(k w), cos(k w)]].")
-        if k > 1 and torch.allclose(table[:-1] @ M.T, table[1:], atol=1e-4):
-            raise CheckFailed(f"Your offset_matrix({k}, ...) shifts by one position whatever k is: the angle of pair i is "
-                              f"k * w_i, with w_i = 1 / 10000^(2i/d).")
-        if not torch.allclose(M @ M.T, torch.eye(d_model, dtype=M.dtype), atol=1e-4):
-            raise CheckFailed("Your matrix is not a rotation (M @ M.T should be the identity): each pair of columns "
-                              "(2i, 2i+1) gets a 2 x 2 block [[cos(k w_i), sin(k w_i)], [-sin(k w_i), cos(k w_i)]] on "
-                              "the diagonal, zeros elsewhere.")
-        worst = max_gap(moved, table[k:])
-        raise CheckFailed(f"M @ PE[pos] differs from PE[pos + {k}] by up to {worst:.3g}. Pair i turns by k * w_i, with "
-                          f"w_i = 1 / 10000^(2i/d): check the frequency of each block and where it sits.")
+    probes = OFFSET.probes(seed)
+    outputs = []
+    for probe in probes:
+        k, d_model = probe["k"], probe["d_model"]
+        got = invoke(fn, OFFSET_TASK, (k, d_model), name="Your offset_matrix", params=("k", "d_model"),
+                     expect=f"a (d_model, d_model) = {(d_model, d_model)} matrix", seed=seed)
+        outputs.append(expect_tensor(got, f"offset_matrix({k}, {d_model})", OFFSET_TASK))
+
+    def symptom(got, want, probe):
+        if got.shape == want.shape and got.is_floating_point():
+            table = _reference_table(64, probe["d_model"]).double()
+            moved = table[:-probe["k"]] @ got.double().T
+            gap = float((moved - table[probe["k"]:]).abs().max())
+            found = describe(got, want, what=f"For k = {probe['k']}, your matrix", axes=("row", "column"),
+                             reference="the block-diagonal rotation")
+            return Symptom(found.kind, f"{found.text} So M @ PE[pos] is off PE[pos + {probe['k']}] by up to "
+                                       f"{gap:.3g}.")
+        return describe(got, want, what=f"For k = {probe['k']}, your matrix", sizes={"d_model": probe["d_model"]})
+
+    OFFSET.judge(outputs, probes, seed=seed, describe=symptom)
     print("✓ PE[pos + k] = M @ PE[pos]: a shift by k positions is a rotation of each pair")
 
 
@@ -145,82 +242,131 @@ def check_offset_matrix(fn: Callable, seed: int | None = None) -> None:
 # Parts 3 and 4: self-attention without and with positions
 # ---------------------------------------------------------------------------------------------------
 
-
-def _layer_inputs(seed: int, B: int = 2, T: int = 6, d: int = 16, dk: int = 8, dv: int = 16):
-    g = generator(seed)
-    x = torch.randn(B, T, d, generator=g)
-    w = [torch.randn(d, n, generator=g) / math.sqrt(d) for n in (dk, dk, dv)]
-    return x, w
+# Dv = D, unlike every other size, so that positions added to the output (D features) can be told as themselves.
+LB, LT, LD, LDK, LDV, LMAX = 2, 6, 16, 8, 16, 20
 
 
-def _reference_layer(x: torch.Tensor, w: list[torch.Tensor], table: torch.Tensor | None) -> torch.Tensor:
+def layer_variant(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor,
+                  table: torch.Tensor | None = None, *, where: str = "input", rows: str = "first", causal: bool = False,
+                  k_from: str = "k", v_from: str = "v", **_: Any) -> torch.Tensor:
+    """One self-attention layer with (at most) one planted mistake; the defaults give the reference.
+
+    ``where`` the positions go: "input" (x + PE), "output", "qk" (queries and keys only), "times" (x * PE),
+    "nowhere". ``rows``: "first" (table[:T]), "from 1" (table[1:T+1]), "last" (table[-T:]).
+    """
+    T = x.size(1)
+    pe = None
     if table is not None:
-        x = x + table[: x.size(1)]
-    return _reference_sdpa(x @ w[0], x @ w[1], x @ w[2])[0]
+        pe = {"first": table[:T], "from 1": table[1:T + 1], "last": table[-T:]}[rows]
+    w = {"q": w_q, "k": w_k, "v": w_v}
+    mask = torch.ones(T, T, dtype=torch.bool).triu(1) if causal else None
+    inp = x
+    if pe is not None and where == "input":
+        inp = x + pe
+    elif pe is not None and where == "times":
+        inp = x * pe
+    q_in = x + pe if pe is not None and where == "qk" else inp
+    v = inp if v_from == "x" else inp @ w[v_from]
+    out = _reference_sdpa(q_in @ w_q, q_in @ w[k_from], v, attn_mask=mask)[0]
+    return out + pe if pe is not None and where == "output" else out
 
 
-def _call_layer(fn: Callable, x: torch.Tensor, w: list[torch.Tensor], table: torch.Tensor | None) -> torch.Tensor:
-    try:
-        out = call(fn, LAYER_TASK, x, *w, table=table)
-    except NotImplementedError:
-        raise
-    except RuntimeError as err:
-        raise CheckFailed(f"Your layer raised RuntimeError: {first_line(err)}. With x of shape (B, T, D) = "
-                          f"{tuple(x.shape)} and a table of shape (max_len, D), add the first T rows: "
-                          "x + table[:T].") from None
-    out = expect_tensor(out, "self_attention_layer(...)")
-    want = (x.size(0), x.size(1), w[2].size(1))
-    if out.shape != want:
-        raise CheckFailed(f"Your layer must return the attention output, shape (B, T, Dv) = {want}; yours has "
-                          f"{tuple(out.shape)}.")
-    return out
+def _layer_mutant(code: str, says: str, **mistake: Any) -> Mutant:
+    return Mutant(code, says, lambda x, w_q, w_k, w_v, table=None, **_: layer_variant(x, w_q, w_k, w_v, table,
+                                                                                      **mistake))
+
+
+_LAYER_MUTANTS = (
+    _layer_mutant("layer.causal", "Your layer masks later positions (a causal mask): this layer sees its whole input, "
+                  "so mask nothing.", causal=True),
+    _layer_mutant("layer.keys-from-w-q", "Your keys are x @ w_q: project them with w_k.", k_from="q"),
+    _layer_mutant("layer.values-unprojected", "Your output averages x itself (D features): the values are x @ w_v.",
+                  v_from="x"),
+)
+_POSITION_MUTANTS = (
+    _layer_mutant("layer.ignores-table", "Your layer ignores the table: add it to x before the projections, "
+                  "x + table[:T].", where="nowhere"),
+    _layer_mutant("layer.positions-on-output", "You added the positions to the output; add them to the input x "
+                  "instead, so that the scores (queries and keys) can use them: attend over x + table[:T].",
+                  where="output"),
+    _layer_mutant("layer.positions-on-queries-and-keys", "You added the positions to the queries and keys only; add "
+                  "them to x itself, so that the values carry them too: attend over x + table[:T].", where="qk"),
+    _layer_mutant("layer.positions-multiplied", "You multiplied x by the positions; add them: x + table[:T].",
+                  where="times"),
+    _layer_mutant("layer.rows-from-1", "You added the rows of positions 1 to T, table[1:T+1]; position t of x takes "
+                  "row t, so add table[:T], starting at row 0.", rows="from 1"),
+    _layer_mutant("layer.last-rows", "You added the LAST T rows of the table, table[-T:]; position t of x takes row "
+                  "t, table[:T].", rows="last"),
+)
+
+
+def _layer_inputs(seed: int) -> dict[str, torch.Tensor]:
+    g = generator(seed)
+    x = torch.randn(LB, LT, LD, generator=g)
+    w_q, w_k, w_v = (torch.randn(LD, n, generator=g) / math.sqrt(LD) for n in (LDK, LDK, LDV))
+    return dict(x=x, w_q=w_q, w_k=w_k, w_v=w_v)
+
+
+def _equivariance_probes(seed: int) -> list[dict[str, Any]]:
+    """x (B, T, D) = (2, 6, 16), w_q and w_k (16, 8), w_v (16, 16); then the same x with its positions shuffled."""
+    inputs = _layer_inputs(seed)
+    perm = torch.randperm(LT, generator=generator(seed + 1))
+    if torch.equal(perm, torch.arange(LT)):
+        perm = perm.roll(1)
+    return [inputs, dict(inputs, x=inputs["x"][:, perm], perm=perm)]
+
+
+def _position_probes(seed: int) -> list[dict[str, Any]]:
+    """As above, with a table of 20 positions."""
+    return [dict(_layer_inputs(seed), table=_reference_table(LMAX, LD))]
+
+
+def _reference_layer(x, w_q, w_k, w_v, table=None, **_):
+    return layer_variant(x, w_q, w_k, w_v, table)
+
+
+EQUIVARIANCE = catalogue("positional.equivariance", "layer", _reference_layer, _LAYER_MUTANTS, _equivariance_probes)
+POSITIONS = catalogue("positional.positions", "layer", _reference_layer, _LAYER_MUTANTS + _POSITION_MUTANTS,
+                      _position_probes)
+_LAYER_SIZES = {"B": LB, "T": LT, "D": LD, "Dk": LDK}
+
+
+def _call_layer(fn: Callable, probe: Mapping[str, Any], seed: int) -> torch.Tensor:
+    table = probe.get("table")
+    out = invoke(fn, LAYER_TASK, (probe["x"], probe["w_q"], probe["w_k"], probe["w_v"]), {"table": table},
+                 name="Your self_attention_layer", params=("x", "w_q", "w_k", "w_v"),
+                 expect=f"the attention output, (B, T, Dv) = {(LB, LT, LDV)}", seed=seed)
+    return expect_tensor(out, "self_attention_layer(...)", LAYER_TASK)
 
 
 def check_permutation_equivariance(fn: Callable, seed: int | None = None) -> None:
     """Without positions, self-attention is permutation-equivariant: shuffling the input positions shuffles the
-    output rows the same way, and changes nothing else."""
+    output rows the same way, and changes nothing else; and the output is attention(x W_q, x W_k, x W_v)."""
     seed = seed_or_fresh(seed)
-    x, w = _layer_inputs(seed)
-    T = x.size(1)
-    perm = torch.randperm(T, generator=generator(seed + 1))
-    while torch.equal(perm, torch.arange(T)):
-        perm = torch.randperm(T)
-    out = _call_layer(fn, x, w, None)
-    shuffled = _call_layer(fn, x[:, perm], w, None)
-    if not close(shuffled, out[:, perm]):
-        raise CheckFailed(f"Without positions your layer is not permutation-equivariant: shuffling the input positions "
-                          f"(order {perm.tolist()}) should shuffle the output rows the same way, and it changes them by "
-                          f"up to {max_gap(shuffled, out[:, perm]):.3g}. With table=None, add nothing per position and "
-                          f"mask nothing. {where(seed)}")
-    want = _reference_layer(x, w, None)
-    if not close(out, want):
-        raise CheckFailed(f"Without positions your layer differs from attention(x W_q, x W_k, x W_v) by up to "
-                          f"{max_gap(out, want):.3g}. {where(seed)}")
+    probes = EQUIVARIANCE.probes(seed)
+    outputs = [_call_layer(fn, probe, seed) for probe in probes]
+
+    def symptom(got, want, probe):
+        out, shuffled, perm = outputs[0], outputs[1], probes[1]["perm"]
+        if out.shape == shuffled.shape and not torch.allclose(shuffled, out[:, perm], atol=1e-4):
+            gap = float((shuffled - out[:, perm]).abs().max())
+            return Symptom("not-equivariant", f"Without positions your layer is not permutation-equivariant: shuffling "
+                                              f"the input positions (order {perm.tolist()}) should shuffle the output "
+                                              f"rows the same way, and it changes them by up to {gap:.3g}. With "
+                                              "table=None, add nothing per position and mask nothing.")
+        return describe(got, want, what="Without positions, your output", axes=("batch item", "position", "feature"),
+                        sizes=_LAYER_SIZES, reference="attention(x W_q, x W_k, x W_v)")
+
+    EQUIVARIANCE.judge(outputs, probes, seed=seed, describe=symptom)
     print("✓ without positions: shuffle the input, and the output is shuffled the same way")
 
 
 def check_attention_with_positions(fn: Callable, seed: int | None = None) -> None:
     """With a table, the layer attends over x + table[:T]: the positions go into the input, before the projections."""
     seed = seed_or_fresh(seed)
-    x, w = _layer_inputs(seed)
-    T = x.size(1)
-    table = _reference_table(20, x.size(-1))
-    out = _call_layer(fn, x, w, table)
-    want = _reference_layer(x, w, table)
-    if close(out, want):
-        print("✓ with positions: attention over x + PE, and the order of the input now matters")
-        return
-    without = _reference_layer(x, w, None)
-    q, k, v = (x + table[:T]) @ w[0], (x + table[:T]) @ w[1], x @ w[2]
-    variants = {
-        "Your layer ignores the table: add it to x before the projections, x + table[:T].": without,
-        "You added the positions to the output; add them to the input x instead, so that the scores (queries and "
-        "keys) can use them: attend over x + table[:T].": without + table[:T],
-        "You added the positions to the queries and keys only; add them to x itself, so that the values carry them "
-        "too: attend over x + table[:T].": _reference_sdpa(q, k, v)[0],
-    }
-    for message, candidate in variants.items():
-        if close(out, candidate):
-            raise CheckFailed(f"{message} {where(seed)}")
-    raise CheckFailed(f"With positions your layer differs from attention over x + table[:T] by up to "
-                      f"{max_gap(out, want):.3g}. {where(seed)}")
+    probes = POSITIONS.probes(seed)
+    outputs = [_call_layer(fn, probe, seed) for probe in probes]
+    POSITIONS.judge(outputs, probes, seed=seed, describe=lambda got, want, probe: describe(
+        got, want, what="With positions, your output", axes=("batch item", "position", "feature"), sizes=_LAYER_SIZES,
+        reference="attention over x + table[:T]"))
+    print("✓ with positions: attention over x + PE, and the order of the input now matters")
