@@ -2,8 +2,8 @@
 
 (a) Dates: :class:`~coursekit.seq2seq.BahdanauEncoderDecoder` on :func:`~coursekit.data.date_task`, trained for at
     most ``--date-budget`` seconds; exact match on the held-out test dates and the wall time it took.
-(b) Length sweep: stage 1 (:class:`~coursekit.seq2seq.RNNEncoderDecoder`, one fixed-size context) against stage 2
-    (Bahdanau attention), same sizes, same wall-clock budget, on lists of 1-5 numbers in words -> digits
+(b) Length sweep: the baseline (:class:`~coursekit.seq2seq.RNNEncoderDecoder`, one fixed-size context) against
+    stage 1 (Bahdanau attention), same sizes, same wall-clock budget, on lists of 1-5 numbers in words -> digits
     (``"twenty one , four"`` -> ``2 1 , 4``; 1 to 34 words). Exact match by input length; the plot goes to ``--plot``.
 (c) Decoding throughput: batched greedy decoding (and beam search) in sequences per second.
 
@@ -136,8 +136,8 @@ def bench_length_sweep(args: argparse.Namespace, device: torch.device) -> SweepR
     for pair in sorted(test_pairs, key=lambda p: len(p[0])):
         buckets[length_bucket(len(pair[0]))].append(pair)
     sizes = dict(src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), embed_dim=64, hidden_dim=64)
-    stages = [("stage 1 RNN", RNNEncoderDecoder, RNNConfig(**sizes)),
-              ("stage 2 Bahdanau", BahdanauEncoderDecoder, BahdanauConfig(**sizes, attention_dim=64))]
+    stages = [("baseline RNN", RNNEncoderDecoder, RNNConfig(**sizes)),
+              ("stage 1 Bahdanau", BahdanauEncoderDecoder, BahdanauConfig(**sizes, attention_dim=64))]
     result = SweepResult({}, {}, {}, {b: len(g) for b, g in buckets.items()}, test_pairs, (src_vocab, tgt_vocab))
     for name, model_class, config in stages:
         torch.manual_seed(args.seed)
@@ -196,9 +196,9 @@ def main() -> None:
     print("\n(c) decoding throughput")
     limit = 256 if args.quick else None
     date_data = dict(pairs=task.test, vocabs=(task.src_vocab, task.tgt_vocab), max_len=12, device=device)
-    throughput = {f"stage 2 Bahdanau, dates, greedy, batch {b}": decoding_throughput(
+    throughput = {f"stage 1 Bahdanau, dates, greedy, batch {b}": decoding_throughput(
         date_model, batch_size=b, limit=64 if b == 1 else limit, **date_data) for b in (1, 64, 512)}
-    throughput["stage 2 Bahdanau, dates, beam 4, batch 64"] = decoding_throughput(
+    throughput["stage 1 Bahdanau, dates, beam 4, batch 64"] = decoding_throughput(
         date_model, batch_size=64, beam_size=4, limit=limit, **date_data)
     for name, model in sweep.models.items():
         throughput[f"{name}, number lists, greedy, batch 512"] = decoding_throughput(

@@ -12,6 +12,8 @@ One module per concept, named as the book names it:
   self-attention, attention without recurrence).
 - :mod:`coursekit.transformer_layers`, :mod:`coursekit.transformer`: the Transformer (stage 4), with a
   key/value cache; :mod:`coursekit.translate`: training it to translate, also under ``torchrun``.
+- :mod:`coursekit.arc`: the baseline and stages 1-4 trained on one task with one budget, timed and compared.
+- :mod:`coursekit.from_keras`: the lecture notes' Keras layers (Keras 3 on PyTorch), weights copied into the course's.
 - :mod:`coursekit.decoding`: greedy and beam search.
 - :mod:`coursekit.train`: the one training step and loop of every model, its history, checkpoints.
 - :mod:`coursekit.corpora`: real English text shipped in a package (WordNet definitions, Shakespeare).
@@ -21,9 +23,9 @@ One module per concept, named as the book names it:
 - :mod:`coursekit.gpt`, :mod:`coursekit.gpt_train`: a decoder-only language model, generation with a
   key/value cache, training on Shakespeare.
 - :mod:`coursekit.viz`: the course's plots (attention, positions, training).
-- :mod:`coursekit.grading`: the checks learners call in graded notebooks; :mod:`coursekit.selfcheck`,
-  :mod:`coursekit.autograde`, :mod:`coursekit.trusted`, :mod:`coursekit.sandbox`: self-checks and
-  trustworthy autograding (the ``coursekit`` command).
+- :mod:`coursekit.grading`: the checks learners call in graded notebooks.
+- :mod:`coursekit.autograder`: the ``coursekit`` command: a learner's self-check, and the instructor's
+  autograder, which grades each submission in an OS sandbox over real nbgrader.
 - :mod:`coursekit.device`: picking CUDA, MPS or CPU.
 """
 

@@ -43,36 +43,42 @@ def scaled_dot_product_attention(
 ) -> tuple[Tensor, Tensor | None]:
     r"""Scaled dot-product attention (Vaswani et al., 2017, eq. 1).
 
-    .. math:: \mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}}\right) V
+    .. math::
+        \mathrm{Attention}(Q, K, V)
+        = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}}\right) V
 
     Args:
         query: (..., T, Dk).
         key: (..., S, Dk).
         value: (..., S, Dv).
-        attn_mask: bool, True where query t may NOT attend to key s (torch.nn's convention), or float,
-            added to the scores. Broadcastable to (..., T, S); e.g. :func:`coursekit.masks.causal_mask`.
+        attn_mask: bool, True where query t may NOT attend to key s (torch.nn's convention),
+            or float, added to the scores. Broadcastable to (..., T, S); e.g.
+            :func:`coursekit.masks.causal_mask`.
         key_padding_mask: (B, S) bool, True at padding keys. B is the first leading dim.
-        dropout_p: probability of dropping an attention weight. Applied whenever it is > 0, as in
-            torch's function: pass ``dropout_p if self.training else 0.0`` from a module.
+        dropout_p: probability of dropping an attention weight. Applied whenever it is > 0, as
+            in torch's function: pass ``dropout_p if self.training else 0.0`` from a module.
         scale: multiplier of the scores; defaults to :math:`1/\sqrt{d_k}`.
-        need_weights: if False, use torch's fused kernel (flash / memory-efficient attention on GPU)
-            and return ``None`` for the weights, which that kernel never materialises.
+        need_weights: if False, use torch's fused kernel (flash / memory-efficient attention on
+            GPU) and return ``None`` for the weights, which that kernel never materialises.
 
     Shape:
         Returns ``(output, weights)``: output (..., T, Dv); weights (..., T, S), each row a
-        probability distribution over the keys, exactly 0 at masked keys. With dropout the weights
-        returned are the ones used (after dropout), as in :class:`torch.nn.MultiheadAttention`.
+        probability distribution over the keys, exactly 0 at masked keys. With dropout the
+        weights returned are the ones used (after dropout), as in
+        :class:`torch.nn.MultiheadAttention`.
 
     Raises:
-        ValueError / TypeError naming the expected shape or dtype when the inputs do not fit together.
+        ValueError / TypeError naming the expected shape or dtype when the inputs do not fit.
     """
     _check_shapes(query, key, value)
-    mask = merge_masks(attn_mask, key_padding_mask, query_shape=query.shape, key_shape=key.shape)
+    mask = merge_masks(attn_mask, key_padding_mask, query_shape=query.shape,
+                       key_shape=key.shape)
     scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
 
     if not need_weights:
         output = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=_cast(to_sdpa_mask(mask), query.dtype), dropout_p=dropout_p, scale=scale
+            query, key, value, attn_mask=_cast(to_sdpa_mask(mask), query.dtype),
+            dropout_p=dropout_p, scale=scale,
         )
         return output, None
 
@@ -80,10 +86,13 @@ def scaled_dot_product_attention(
     return attend(scores, value, mask, dropout_p)
 
 
-def attend(scores: Tensor, value: Tensor, mask: Tensor | None = None, dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
+def attend(scores: Tensor, value: Tensor, mask: Tensor | None = None,
+           dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
     r"""Turn scores into attention weights and take the weighted sum of the values.
 
-    .. math:: \alpha_{t,s} = \frac{\exp(e_{t,s})}{\sum_{s'} \exp(e_{t,s'})}, \qquad c_t = \sum_s \alpha_{t,s} v_s
+    .. math::
+        \alpha_{t,s} = \frac{\exp(e_{t,s})}{\sum_{s'} \exp(e_{t,s'})}, \qquad
+        c_t = \sum_s \alpha_{t,s} v_s
 
     The second half of every attention in the course: only the score :math:`e_{t,s}` differs
     (Bahdanau et al., 2015, eqs. 5-6; Luong et al., 2015, eq. 7; Vaswani et al., 2017, eq. 1).
@@ -96,11 +105,11 @@ def attend(scores: Tensor, value: Tensor, mask: Tensor | None = None, dropout_p:
         dropout_p: probability of dropping an attention weight (applied whenever > 0).
 
     Shape:
-        Returns ``(output, weights)``: output (..., T, Dv); weights (..., T, S), rows summing to 1
-        and exactly 0 at masked keys (before dropout).
+        Returns ``(output, weights)``: output (..., T, Dv); weights (..., T, S), rows summing
+        to 1 and exactly 0 at masked keys (before dropout).
     """
     if mask is not None and mask.dtype == torch.bool:
-        # Out of place, and finfo.min rather than -inf: a fully masked row stays finite, never NaN.
+        # Out of place, and finfo.min, not -inf: a fully masked row stays finite (no NaN).
         scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
     elif mask is not None:
         scores = scores + mask.to(scores.dtype)
@@ -192,10 +201,11 @@ class ScoredAttention(nn.Module):
         if single_step:
             query = query.unsqueeze(1)  # (B, Dq) -> (B, 1, Dq): one decoder step is T = 1
         _check_batch_first(query, key, value, self.query_dim, self.key_dim)
-        mask = merge_masks(attn_mask, key_padding_mask, query_shape=query.shape, key_shape=key.shape)
+        mask = merge_masks(attn_mask, key_padding_mask, query_shape=query.shape,
+                           key_shape=key.shape)
         output, weights = attend(self.score(query, key), value, mask)
-        if single_step:
-            return output.squeeze(1), weights.squeeze(1)  # (B, 1, Dv) -> (B, Dv), (B, 1, S) -> (B, S)
+        if single_step:  # (B, 1, Dv) -> (B, Dv), (B, 1, S) -> (B, S)
+            return output.squeeze(1), weights.squeeze(1)
         return output, weights
 
 
@@ -204,7 +214,8 @@ class AdditiveAttention(ScoredAttention):
 
     .. math:: e_{t,s} = v^\top \tanh(W_q q_t + W_k k_s)
 
-    Works when queries and keys have different sizes. Costs a (B, T, S, hidden_dim) intermediate.
+    Works when queries and keys have different sizes. Costs a (B, T, S, hidden_dim)
+    intermediate.
 
     Args:
         query_dim: Dq, size of a query (the decoder state).
@@ -223,7 +234,8 @@ class AdditiveAttention(ScoredAttention):
         """Shape: query (B, T, Dq), key (B, S, Dk) -> (B, T, S)."""
         q = self.W_q(query).unsqueeze(2)  # (B, T, hidden) -> (B, T, 1, hidden)
         k = self.W_k(key).unsqueeze(1)  # (B, S, hidden) -> (B, 1, S, hidden)
-        return self.v(torch.tanh(q + k)).squeeze(-1)  # (B, T, S, hidden) -> (B, T, S, 1) -> (B, T, S)
+        # (B, T, S, hidden) -> (B, T, S, 1) -> (B, T, S)
+        return self.v(torch.tanh(q + k)).squeeze(-1)
 
 
 class DotProductAttention(ScoredAttention):
@@ -245,8 +257,9 @@ class DotProductAttention(ScoredAttention):
         """Shape: query (B, T, Dk), key (B, S, Dk) -> (B, T, S)."""
         if query.size(-1) != key.size(-1):
             raise ValueError(
-                f"dot-product attention needs queries and keys of the same size Dk: query is {tuple(query.shape)} "
-                f"(B, T, Dk), key is {tuple(key.shape)} (B, S, Dk); use GeneralAttention or AdditiveAttention otherwise"
+                f"dot-product attention needs queries and keys of the same size Dk: query is "
+                f"{tuple(query.shape)} (B, T, Dk), key is {tuple(key.shape)} (B, S, Dk); use "
+                "GeneralAttention or AdditiveAttention otherwise"
             )
         scores = query @ key.transpose(-2, -1)  # (B, T, S)
         return scores / math.sqrt(query.size(-1)) if self.scaled else scores
@@ -318,25 +331,28 @@ class MultiHeadAttention(nn.Module):
 
     def forward(
         self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
-        need_weights: bool = True, attn_mask: Tensor | None = None, average_attn_weights: bool = True,
-        is_causal: bool = False,
+        need_weights: bool = True, attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True, is_causal: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Project, attend in every head at once, concatenate the heads and project back.
 
         Args:
-            query: (B, T, D). key, value: (B, S, D); pass the same tensor three times for self-attention.
+            query: (B, T, D). key, value: (B, S, D); pass the same tensor three times for
+                self-attention.
             key_padding_mask: (B, S) bool, True at padding keys (or float, added to the scores).
-            need_weights: return the attention weights (explicit softmax). If False, use torch's fused
-                kernel and return ``None``: faster and no (B, H, T, S) table in memory.
+            need_weights: return the attention weights (explicit softmax). If False, use torch's
+                fused kernel and return ``None``: faster and no (B, H, T, S) table in memory.
             attn_mask: bool (True = not allowed) or float (added), shaped (T, S), (B, 1, T, S),
                 (B, H, T, S) or, as in torch, (B*H, T, S).
             average_attn_weights: average the returned weights over the heads.
-            is_causal: hide the future with :func:`coursekit.masks.causal_mask` (T, S) if ``attn_mask`` is None;
-                when S > T the queries are the last T positions (as with a key/value cache).
+            is_causal: hide the future with :func:`coursekit.masks.causal_mask` (T, S) if
+                ``attn_mask`` is None; when S > T the queries are the last T positions (as with a
+                key/value cache).
 
         Shape:
-            Returns ``(output, weights)``: output (B, T, D); weights (B, T, S) averaged over the heads,
-            (B, H, T, S) with ``average_attn_weights=False``, or None with ``need_weights=False``.
+            Returns ``(output, weights)``: output (B, T, D); weights (B, T, S) averaged over the
+            heads, (B, H, T, S) with ``average_attn_weights=False``, or None with
+            ``need_weights=False``.
         """
         self._check_inputs(query, key, value)
         q = self._split_heads(self.q_proj(query))  # (B, T, D) -> (B, H, T, Dh)
@@ -344,23 +360,27 @@ class MultiHeadAttention(nn.Module):
         v = self._split_heads(self.v_proj(value))  # (B, S, D) -> (B, H, S, Dh)
         if is_causal and attn_mask is None:
             attn_mask = causal_mask(query.size(1), key.size(1), device=query.device)  # (T, S)
-        return self.attend_heads(q, k, v, key_padding_mask, need_weights, attn_mask, average_attn_weights)
+        return self.attend_heads(q, k, v, key_padding_mask, need_weights, attn_mask,
+                                 average_attn_weights)
 
     def attend_heads(
-        self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None = None, need_weights: bool = True,
-        attn_mask: Tensor | None = None, average_attn_weights: bool = True,
+        self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None = None,
+        need_weights: bool = True, attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
     ) -> tuple[Tensor, Tensor | None]:
         """The step after the projections: attention in every head, then ``out_proj``.
 
-        Kept separate from :meth:`forward` so a key/value cache can sit in between: project only the
-        new token(s), ``k = torch.cat([past_k, self._split_heads(self.k_proj(x))], dim=2)`` (same for v),
-        then call this with ``attn_mask=causal_mask(T, S)`` (or none for a single new token).
+        Kept separate from :meth:`forward` so a key/value cache can sit in between: project only
+        the new token(s), ``k = torch.cat([past_k, self._split_heads(self.k_proj(x))], dim=2)``
+        (same for v), then call this with ``attn_mask=causal_mask(T, S)`` (or none for a single
+        new token).
 
         Shape:
             q (B, H, T, Dh), k and v (B, H, S, Dh); masks and returns as in :meth:`forward`.
         """
         if attn_mask is not None and attn_mask.dim() == 3:
-            attn_mask = self._unflatten_heads_mask(attn_mask, q.size(0))  # (B*H, T, S) -> (B, H, T, S)
+            # (B*H, T, S) -> (B, H, T, S)
+            attn_mask = self._unflatten_heads_mask(attn_mask, q.size(0))
         dropout_p = self.dropout if self.training else 0.0
         out, weights = scaled_dot_product_attention(
             q, k, v, attn_mask, key_padding_mask, dropout_p, need_weights=need_weights
@@ -371,12 +391,15 @@ class MultiHeadAttention(nn.Module):
         return output, weights
 
     def _split_heads(self, x: Tensor) -> Tensor:
-        """(B, L, D) -> (B, H, L, Dh): a view, no copy; the fused kernel and matmul accept the strides."""
+        """(B, L, D) -> (B, H, L, Dh): a view, no copy (the fused kernel and matmul accept the
+        strides)."""
         B, L, _ = x.shape
-        return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, L, H, Dh) -> (B, H, L, Dh)
+        # (B, L, D) -> (B, L, H, Dh) -> (B, H, L, Dh)
+        return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
 
     def _merge_heads(self, x: Tensor) -> Tensor:
-        """(B, H, L, Dh) -> (B, L, D): concatenates the heads (copies only if the layout needs it)."""
+        """(B, H, L, Dh) -> (B, L, D): concatenates the heads (copies only if the layout needs
+        it)."""
         B, _, L, _ = x.shape
         return x.transpose(1, 2).reshape(B, L, self.embed_dim)  # (B, L, H, Dh) -> (B, L, D)
 

@@ -113,12 +113,16 @@ class TransformerClassifier(nn.Module):
     def encode(self, input_ids: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         """Contextual vectors of every token. Shape: (B, S) -> (B, S, D)."""
         if input_ids.size(1) > self.config.max_len:
-            raise ValueError(f"inputs of {input_ids.size(1)} tokens exceed max_len = {self.config.max_len}; "
-                             "cut them (TextBatches does) or build the model with a larger max_len")
-        return self.encoder(self.pos(self.tok_emb(input_ids)), src_key_padding_mask=key_padding_mask)
+            raise ValueError(f"inputs of {input_ids.size(1)} tokens exceed max_len = "
+                             f"{self.config.max_len}; cut them (TextBatches does) or build the "
+                             "model with a larger max_len")
+        x = self.pos(self.tok_emb(input_ids))  # (B, S, D)
+        return self.encoder(x, src_key_padding_mask=key_padding_mask)
 
     def pool(self, hidden: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        """One vector per text: the [CLS] position, or the mean over real tokens. Shape: (B, S, D) -> (B, D)."""
+        """One vector per text: the [CLS] position, or the mean over real tokens.
+
+        Shape: (B, S, D) -> (B, D)."""
         if self.config.pooling == "cls":
             return hidden[:, 0]  # (B, D)
         if key_padding_mask is None:
@@ -205,7 +209,8 @@ class BatchLoader:
 
 
 def classification_loss(model: nn.Module, batch: Batch) -> Tensor:
-    """The ``loss_fn`` of :func:`coursekit.train.train_step`: cross-entropy of the class scores against the labels."""
+    """The ``loss_fn`` of :func:`coursekit.train.train_step`: cross-entropy of the class scores
+    against the labels."""
     return F.cross_entropy(model(batch.input_ids, batch.key_padding_mask).float(), batch.labels)
 
 

@@ -7,7 +7,7 @@ token at a time), batched: every sequence of the batch is decoded at once, and a
 [STOP] stays finished (it is padded with ``pad_id`` and its score stops changing) while the others go on.
 Put the model in ``eval()`` mode first; with dropout active the searches are random.
 
-Book: chapter "Decoding: greedy and beam search".
+Book: chapters "Sequence-to-sequence models with RNNs" (greedy decoding) and "The Transformer" (beam search).
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def greedy_decode(
     max_len: int,
     pad_id: int = 0,
 ) -> Decoded:
-    r"""Pick the most likely next token at every step: :math:`y_t = \arg\max_y p(y \mid y_{<t}, x)`.
+    r"""Pick the most likely next token at every step:
+    :math:`y_t = \arg\max_y p(y \mid y_{<t}, x)`.
 
     Args:
         model: any :class:`~coursekit.encoder_decoder.EncoderDecoder`.
@@ -83,7 +84,8 @@ def greedy_decode(
     B = src.size(0)
     state = model.encode(src, src_key_padding_mask)
     token = torch.full((B,), start_id, dtype=torch.long, device=src.device)
-    finished_at = torch.full((B,), -1, dtype=torch.long, device=src.device)  # step of [STOP], -1 while going
+    # The step of each sequence's [STOP], -1 while it is still going.
+    finished_at = torch.full((B,), -1, dtype=torch.long, device=src.device)
     scores = torch.zeros(B, device=src.device)
     tokens, weights = [], []
     for step in range(max_len):
@@ -131,39 +133,48 @@ def beam_search(
     length_penalty: float = 0.6,
     pad_id: int = 0,
 ) -> Decoded:
-    r"""Keep the ``beam_size`` most likely partial outputs at every step (Sutskever et al., 2014; Wu et al., 2016).
+    r"""Keep the ``beam_size`` most likely partial outputs at every step (Sutskever et al.,
+    2014; Wu et al., 2016).
 
-    Each step extends every live hypothesis by every token and keeps the K best of the K * V candidates by
-    log-probability. A finished hypothesis (it emitted [STOP]) stays in the beam with its score, extended only by
-    [PAD] at no cost. The hypothesis returned is the one with the best *length-normalised* score
-    :math:`\log p(Y \mid X) / lp(Y)` (see :func:`gnmt_length_penalty`). A source's search ends once its best
-    finished hypothesis beats anything a live one could still reach (log-probabilities only fall as a hypothesis
-    grows, so a live one's bound is its score over :math:`lp` of ``max_len``). With ``beam_size=1`` this is exactly
-    :func:`greedy_decode`. Beam search usually, but not always, finds a more likely output than greedy: a
-    hypothesis it keeps may later turn out worse than the one it dropped.
+    Each step extends every live hypothesis by every token and keeps the K best of the K * V
+    candidates by log-probability. A finished hypothesis (it emitted [STOP]) stays in the beam
+    with its score, extended only by [PAD] at no cost. The hypothesis returned is the one with
+    the best *length-normalised* score :math:`\log p(Y \mid X) / lp(Y)` (see
+    :func:`gnmt_length_penalty`). A source's search ends once its best finished hypothesis
+    beats anything a live one could still reach (log-probabilities only fall as a hypothesis
+    grows, so a live one's bound is its score over :math:`lp` of ``max_len``). With
+    ``beam_size=1`` this is exactly :func:`greedy_decode`. Beam search usually, but not
+    always, finds a more likely output than greedy: a hypothesis it keeps may later turn out
+    worse than the one it dropped.
 
     Args:
-        model, src, src_key_padding_mask, start_id, stop_id, max_len, pad_id: as for :func:`greedy_decode`.
+        model, src, src_key_padding_mask, start_id, stop_id, max_len, pad_id: as for
+            :func:`greedy_decode`.
         beam_size: K, the number of hypotheses kept per source.
-        length_penalty: GNMT's :math:`\alpha` >= 0; 0 ranks by raw log-probability. Wu et al. used 0.6 - 0.7.
+        length_penalty: GNMT's :math:`\alpha` >= 0; 0 ranks by raw log-probability. Wu et al.
+            used 0.6 - 0.7.
 
     Returns:
-        :class:`Decoded` with the chosen hypothesis of each source; ``scores`` are its raw log-probabilities.
+        :class:`Decoded` with the chosen hypothesis of each source; ``scores`` are its raw
+        log-probabilities.
     """
     _check_args(src, start_id, stop_id, max_len)
     if not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
     if length_penalty < 0:
-        raise ValueError(f"length_penalty must be >= 0 (0 = raw log-probabilities), got {length_penalty}")
+        raise ValueError(f"length_penalty must be >= 0 (0 = raw log-probabilities), "
+                         f"got {length_penalty}")
     B, K, device = src.size(0), beam_size, src.device
     state = model.encode(src, src_key_padding_mask)
-    state = model.reorder_state(state, torch.arange(B, device=device).repeat_interleave(K))  # B -> B * K rows
+    rows = torch.arange(B, device=device).repeat_interleave(K)  # (B * K,): each source K times
+    state = model.reorder_state(state, rows)
     token = torch.full((B * K,), start_id, dtype=torch.long, device=device)
-    # All K beams start as the same empty hypothesis; only the first may grow, or the beam would fill with copies.
+    # All K beams start as the same empty hypothesis; only the first may grow, or the beam
+    # would fill with copies.
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0
     finished_at = torch.full((B, K), -1, dtype=torch.long, device=device)
-    settled = torch.zeros(B, 1, dtype=torch.bool, device=device)  # (B, 1): this source's answer is known
+    settled = torch.zeros(B, 1, dtype=torch.bool, device=device)  # (B, 1): answer known
     history = torch.empty(B, K, 0, dtype=torch.long, device=device)  # (B, K, L)
     weights_history: Tensor | None = None  # (B, K, L, S)
     for step in range(max_len):
@@ -179,16 +190,20 @@ def beam_search(
         log_probs = torch.where(done[..., None], pad_only, log_probs)
         candidates = (scores[..., None] + log_probs).view(B, K * V)  # (B, K * V)
         scores, flat = candidates.topk(K, dim=-1)  # (B, K), best first
-        beam, token_bk = flat // V, flat % V  # (B, K): which hypothesis each survivor extends, and with what
-        history = torch.cat([_gather_beams(history, beam), token_bk[..., None]], dim=-1)  # (B, K, L + 1)
+        # (B, K): which hypothesis each survivor extends, and with which token
+        beam, token_bk = flat // V, flat % V
+        history = torch.cat([_gather_beams(history, beam), token_bk[..., None]],
+                            dim=-1)  # (B, K, L + 1)
         if step_weights is not None:
             step_weights = step_weights.float().view(B, K, 1, -1)  # (B, K, 1, S)
             step_weights = step_weights.masked_fill(done[..., None, None], 0.0)
-            parent = torch.cat([weights_history, step_weights], dim=2) if weights_history is not None else step_weights
+            parent = (step_weights if weights_history is None
+                      else torch.cat([weights_history, step_weights], dim=2))
             weights_history = _gather_beams(parent, beam)  # (B, K, L + 1, S)
         finished_at = _gather_beams(finished_at, beam)
         finished_at = torch.where((finished_at < 0) & (token_bk == stop_id), step, finished_at)
-        rows = (torch.arange(B, device=device)[:, None] * K + beam).view(B * K)  # parent row of each new row
+        # the parent row of each new row
+        rows = (torch.arange(B, device=device)[:, None] * K + beam).view(B * K)
         state = model.reorder_state(state, rows)
         token = token_bk.view(B * K)
         settled = settled | _settled(scores, finished_at, step + 1, max_len, length_penalty)
@@ -201,7 +216,8 @@ def beam_search(
         tokens=_gather_beams(history, pick)[:, 0],  # (B, L)
         lengths=lengths.gather(1, pick)[:, 0],
         scores=scores.gather(1, pick)[:, 0],
-        weights=_gather_beams(weights_history, pick)[:, 0] if weights_history is not None else None,  # (B, L, S)
+        weights=(_gather_beams(weights_history, pick)[:, 0]  # (B, L, S)
+                 if weights_history is not None else None),
     )
 
 

@@ -12,7 +12,7 @@ training (:mod:`coursekit.train`) use nothing else, so they work on every one of
     logits, weights = model(src, src_key_padding_mask, tgt_in) # teacher forcing: (B, T, V), (B, T, S) or None
     state = model.reorder_state(state, index)                  # beam search: keep / repeat batch rows
 
-Book: chapter "Encoder-decoder with RNNs".
+Book: chapter "Sequence-to-sequence models with RNNs".
 """
 
 from __future__ import annotations

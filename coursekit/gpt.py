@@ -115,16 +115,20 @@ class CausalSelfAttention(MultiHeadAttention):
     the P cached ones, and the new queries attend to all P + T.
     """
 
-    def forward(self, x: Tensor, mask: Tensor, past: LayerCache | None = None,  # type: ignore[override]
+    def forward(self, x: Tensor, mask: Tensor,  # type: ignore[override]
+                past: LayerCache | None = None,
                 need_weights: bool = False) -> tuple[Tensor, LayerCache, Tensor | None]:
         """Args:
             x: (B, T, D), the new tokens.
-            mask: bool, True = not allowed, broadcastable to (B, H, T, P + T); built by :meth:`GPT.forward`.
+            mask: bool, True = not allowed, broadcastable to (B, H, T, P + T); built by
+                :meth:`GPT.forward`.
             past: keys and values of the P earlier tokens, or None.
-            need_weights: return every head's weights (B, H, T, P + T) instead of using the fused kernel.
+            need_weights: return every head's weights (B, H, T, P + T) instead of using the fused
+                kernel.
 
         Returns:
-            ``(output, cache, weights)``: output (B, T, D); the cache grown to P + T; weights or None.
+            ``(output, cache, weights)``: output (B, T, D); the cache grown to P + T; weights or
+            None.
         """
         q = self._split_heads(self.q_proj(x))  # (B, T, D) -> (B, H, T, Dh)
         k = self._split_heads(self.k_proj(x))  # (B, H, T, Dh)
@@ -132,8 +136,9 @@ class CausalSelfAttention(MultiHeadAttention):
         if past is not None:
             k = torch.cat([past.k, k], dim=2)  # (B, H, P + T, Dh)
             v = torch.cat([past.v, v], dim=2)  # (B, H, P + T, Dh)
+        # (B, T, D), and (B, H, T, S) or None
         out, weights = self.attend_heads(q, k, v, attn_mask=mask, need_weights=need_weights,
-                                         average_attn_weights=False)  # (B, T, D), (B, H, T, S) or None
+                                         average_attn_weights=False)
         return out, LayerCache(k, v), weights
 
 
@@ -158,7 +163,8 @@ class GPTBlock(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor, past: LayerCache | None = None,
                 need_weights: bool = False) -> tuple[Tensor, LayerCache, Tensor | None]:
-        """Shape: x (B, T, D) -> (B, T, D), the layer's grown cache, and (B, H, T, P + T) weights or None."""
+        """Shape: x (B, T, D) -> (B, T, D), the layer's grown cache, and (B, H, T, P + T) weights
+        or None."""
         attended, cache, weights = self.self_attn(self.norm1(x), mask, past, need_weights)
         x = x + self.dropout1(attended)
         x = x + self.dropout2(self.linear2(self.activation(self.linear1(self.norm2(x)))))
@@ -194,14 +200,15 @@ class GPT(nn.Module):
                 # GPT-2 scales the residual projections by 1/sqrt(2 L): L blocks add 2 L branches to the stream.
                 nn.init.normal_(p, std=0.02 / (2 * config.num_layers) ** 0.5)
 
-    def forward(self, input_ids: Tensor, key_padding_mask: Tensor | None = None, cache: GPTCache | None = None,
-                need_weights: bool = False) -> GPTOutput:
+    def forward(self, input_ids: Tensor, key_padding_mask: Tensor | None = None,
+                cache: GPTCache | None = None, need_weights: bool = False) -> GPTOutput:
         """Next-token logits for T new tokens, continuing ``cache`` (P earlier tokens) if given.
 
         Args:
             input_ids: (B, T) token ids.
-            key_padding_mask: (B, T) bool, True at padding (left padding for prompts of unequal length;
-                right padding is harmless for training, since no real token sees a later one).
+            key_padding_mask: (B, T) bool, True at padding (left padding for prompts of unequal
+                length; right padding is harmless for training, since no real token sees a later
+                one).
             cache: what an earlier call returned, or None to start afresh.
             need_weights: keep every layer's attention weights (see :meth:`attention_maps`).
 
@@ -213,20 +220,26 @@ class GPT(nn.Module):
         new_pad = (torch.zeros(B, T, dtype=torch.bool, device=device) if key_padding_mask is None
                    else key_padding_mask.to(device=device, dtype=torch.bool))
         if new_pad.shape != (B, T):
-            raise ValueError(f"key_padding_mask must be (B, T) = {(B, T)} like input_ids, got {tuple(new_pad.shape)}")
+            raise ValueError(f"key_padding_mask must be (B, T) = {(B, T)} like input_ids, "
+                             f"got {tuple(new_pad.shape)}")
         past_pad = new_pad[:, :0] if cache is None else cache.key_padding_mask  # (B, P)
-        start = torch.zeros(B, dtype=torch.long, device=device) if cache is None else cache.next_position
+        start = (torch.zeros(B, dtype=torch.long, device=device) if cache is None
+                 else cache.next_position)
         P = past_pad.size(1)
         if P + T > self.config.max_len:
-            raise ValueError(f"{P} cached + {T} new tokens exceed the context window max_len = {self.config.max_len}; "
-                             "crop the input to its last max_len tokens (generate() does) or use a longer max_len")
-        positions = start[:, None] + (~new_pad).long().cumsum(dim=1) - 1  # (B, T): real tokens count 0, 1, 2 ...
-        x = self.dropout(self.tok_emb(input_ids) + self.pos_emb(positions.clamp_min(0)))  # (B, T, D)
+            raise ValueError(f"{P} cached + {T} new tokens exceed the context window max_len = "
+                             f"{self.config.max_len}; crop the input to its last max_len tokens "
+                             "(generate() does) or use a longer max_len")
+        # (B, T): the real tokens count 0, 1, 2 ...
+        positions = start[:, None] + (~new_pad).long().cumsum(dim=1) - 1
+        x = self.tok_emb(input_ids) + self.pos_emb(positions.clamp_min(0))  # (B, T, D)
+        x = self.dropout(x)
         pad = torch.cat([past_pad, new_pad], dim=1)  # (B, S)
         mask = self._mask(pad, T)  # (B, 1, T, S)
         layers, self._weights = [], []
         for i, block in enumerate(self.blocks):
-            x, layer_cache, weights = block(x, mask, None if cache is None else cache.layers[i], need_weights)
+            past = None if cache is None else cache.layers[i]
+            x, layer_cache, weights = block(x, mask, past, need_weights)
             layers.append(layer_cache)
             self._weights.append(weights)
         logits = self.lm_head(self.norm(x))  # (B, T, V)
@@ -336,14 +349,16 @@ def next_token(logits: Tensor, temperature: float = 1.0, top_k: int | None = Non
 
 @torch.no_grad()
 def stream(model: GPT, input_ids: Tensor, max_new_tokens: int, *, temperature: float = 1.0,
-           top_k: int | None = None, key_padding_mask: Tensor | None = None, use_cache: bool = True,
+           top_k: int | None = None, key_padding_mask: Tensor | None = None,
+           use_cache: bool = True,
            generator: torch.Generator | None = None) -> Iterator[Tensor]:
     """Yield the new tokens one step at a time, (B,) each, as they come out.
 
-    With ``use_cache`` the prompt is run once and every later step feeds only the newest token, reading the
-    keys and values of the others from the cache: each step costs O(1) token projections instead of O(t).
-    Without it every step recomputes the whole context. Both see the same context and give the same
-    logits; once the context is full, both keep its last ``max_len`` tokens (the cache is rebuilt then).
+    With ``use_cache`` the prompt is run once and every later step feeds only the newest token,
+    reading the keys and values of the others from the cache: each step costs O(1) token
+    projections instead of O(t). Without it every step recomputes the whole context. Both see
+    the same context and give the same logits; once the context is full, both keep its last
+    ``max_len`` tokens (the cache is rebuilt then).
 
     Args:
         model: a :class:`GPT` (run in eval mode; its mode is restored afterwards).

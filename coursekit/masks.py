@@ -20,14 +20,15 @@ import torch
 from torch import Tensor
 
 
-def causal_mask(size: int, size_k: int | None = None, *, device: torch.device | str | None = None) -> Tensor:
+def causal_mask(size: int, size_k: int | None = None, *,
+                device: torch.device | str | None = None) -> Tensor:
     """A mask that hides the future: query ``t`` may attend to keys ``s <= t`` only.
 
     Args:
         size: number of queries T.
-        size_k: number of keys S (defaults to T). When S > T, the T queries are taken to be the *last*
-            T positions of the S keys (as when a decoder with a key/value cache adds new tokens), so
-            query ``t`` may see keys ``s <= t + S - T``.
+        size_k: number of keys S (defaults to T). When S > T, the T queries are taken to be the
+            *last* T positions of the S keys (as when a decoder with a key/value cache adds new
+            tokens), so query ``t`` may see keys ``s <= t + S - T``.
         device: where to create the mask.
 
     Shape:
@@ -41,7 +42,8 @@ def causal_mask(size: int, size_k: int | None = None, *, device: torch.device | 
     """
     size_k = size if size_k is None else size_k
     if size < 1 or size_k < size:
-        raise ValueError(f"causal_mask needs 1 <= size <= size_k, got size={size}, size_k={size_k}")
+        raise ValueError(f"causal_mask needs 1 <= size <= size_k, "
+                         f"got size={size}, size_k={size_k}")
     ones = torch.ones(size, size_k, dtype=torch.bool, device=device)
     return torch.triu(ones, diagonal=size_k - size + 1)
 
@@ -136,10 +138,9 @@ def merge_masks(
         merged = masks[0] if len(masks) == 1 else masks[0] | masks[1]
         if bool(merged.all(dim=-1).any()):
             raise ValueError(
-                "a query row has every key masked out, so its attention weights are undefined. "
-                "Masks use torch.nn's convention, True = NOT allowed; if you passed the positions that "
-                "MAY be attended to (torch.nn.functional.scaled_dot_product_attention's convention), "
-                "invert it with `~mask`."
+                "a query row has every key masked out, so its weights are undefined. Masks here mean "
+                "True = NOT allowed (torch.nn's convention): if yours marks what MAY be attended "
+                "(scaled_dot_product_attention's, Keras's), pass `~mask`."
             )
         return merged
     float_dtype = next(m.dtype for m in masks if m.is_floating_point())

@@ -25,8 +25,9 @@ def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
         PE_{(pos, 2i)} = \sin\!\left(pos / 10000^{2i/d}\right), \qquad
         PE_{(pos, 2i+1)} = \cos\!\left(pos / 10000^{2i/d}\right)
 
-    Each pair of columns (2i, 2i+1) turns at its own frequency, from one radian per position down to
-    1/10000, so ``PE[pos + k]`` is a rotation of ``PE[pos]`` by a fixed angle per pair, whatever ``pos``.
+    Each pair of columns (2i, 2i+1) turns at its own frequency, from one radian per position
+    down to 1/10000, so ``PE[pos + k]`` is a rotation of ``PE[pos]`` by a fixed angle per pair,
+    whatever ``pos``.
     An odd ``d_model`` keeps the sine of the last pair and drops its cosine.
 
     Args:
@@ -37,8 +38,9 @@ def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
         Returns (max_len, d_model), float32.
     """
     if max_len < 1 or d_model < 1:
-        raise ValueError(f"max_len and d_model must be positive, got max_len={max_len}, d_model={d_model}")
-    # float64 for the angles: in float32, pos * frequency is off by ~1e-4 rad already at pos ~ 5000.
+        raise ValueError(f"max_len and d_model must be positive, "
+                         f"got max_len={max_len}, d_model={d_model}")
+    # float64 for the angles: in float32, pos * frequency is off by ~1e-4 rad at pos ~ 5000.
     position = torch.arange(max_len, dtype=torch.float64)[:, None]  # (max_len, 1)
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (ceil(D/2),)
     angle = position * torch.exp(-math.log(10000.0) * two_i / d_model)  # (max_len, ceil(D/2))
@@ -107,7 +109,8 @@ class SinusoidalPositionalEncoding(_PositionalEncoding):
 
 
 class LearnedPositionalEncoding(_PositionalEncoding):
-    """Adds a trained vector per position, an ``nn.Embedding`` indexed by position (as in BERT and GPT).
+    """Adds a trained vector per position, an ``nn.Embedding`` indexed by position (as in BERT
+    and GPT).
 
     Cannot go past ``max_len``; the sinusoidal table can be recomputed for any length.
 

@@ -3,20 +3,23 @@
 Shape legend: B batch, S source length, T target length, E embedding size, H hidden size (per direction),
 D model dim, V target vocabulary size.
 
-The baseline and the first three stages of the course's arc, each an :class:`~coursekit.encoder_decoder.EncoderDecoder`
-(so :mod:`coursekit.decoding` and :mod:`coursekit.train` work on every one of them, as on the Transformer of
-stage 4, :mod:`coursekit.transformer`):
+The course's arc is a baseline and four stages; this module holds the baseline and stages 1-3, each an
+:class:`~coursekit.encoder_decoder.EncoderDecoder` (so :mod:`coursekit.decoding` and :mod:`coursekit.train` work on
+every one of them, as on stage 4, the Transformer of :mod:`coursekit.transformer`):
 
 - Baseline, :class:`RNNEncoderDecoder`: the whole source squeezed into one vector (Cho et al., 2014;
   Sutskever et al., 2014).
-- Stage 1, :class:`BahdanauEncoderDecoder`: the decoder looks back at every source position, at every step
-  (Bahdanau et al., 2015).
-- Stage 2, :class:`SelfAttentiveRNNEncoderDecoder`: the source positions also attend to each other (Cheng et al.,
-  2016; Lin et al., 2017), and the decoder attends with Luong et al.'s (2015) "general" score.
-- Stage 3, :class:`AttentionOnlyEncoderDecoder`: no recurrence left, only attention and positions (Vaswani et al.,
-  2017).
+- Stage 1, RNN + attention, :class:`BahdanauEncoderDecoder`: the decoder looks back at every source position, at
+  every step (Bahdanau et al., 2015).
+- Stage 2, RNN + self-attention, :class:`SelfAttentiveRNNEncoderDecoder`: the source positions also attend to each
+  other (Cheng et al., 2016; Lin et al., 2017), and the decoder attends with Luong et al.'s (2015) "general" score.
+- Stage 3, attention without RNN, :class:`AttentionOnlyEncoderDecoder`: no recurrence left, only attention, and
+  positional encodings (sinusoidal, learned, or none to show what goes missing) for the order (Vaswani et al., 2017).
 
-Book: chapters "Encoder-decoder with RNNs", "Bahdanau attention" and "From recurrence to attention".
+:mod:`coursekit.arc` trains all five on one task with one budget and compares them.
+
+Book: chapters "Sequence-to-sequence models with RNNs" (baseline), "Attention in sequence-to-sequence models"
+(stage 1), "Self-attention" (stage 2) and "Attention without recurrence" (stage 3).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from coursekit.attention import AdditiveAttention, GeneralAttention, MultiHeadAttention
 from coursekit.encoder_decoder import DecoderState, EncoderDecoder, Seq2SeqOutput, StepOutput, check_source, check_target
-from coursekit.positional import SinusoidalPositionalEncoding
+from coursekit.positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
 
 
 def _check_sizes(config: object, **sizes: int) -> None:
@@ -74,11 +77,12 @@ class RNNConfig:
         return cls(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, embed_dim=16, hidden_dim=32)
 
 
-def _run_encoder_rnn(rnn: nn.GRU, embedded: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-    """Run a batch-first GRU over padded inputs without letting the padding in.
+def run_encoder_rnn(rnn: nn.GRU, embedded: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """Run a batch-first GRU over padded inputs (B, S, E) without letting the padding in.
 
     Packing makes each row stop at its true length, so the final state is the one after its last real token
     and the outputs at padding are 0. Returns outputs (B, S, directions * H) and final (directions, B, H).
+    The graded notebook of stage 2 uses it as a given building block.
     """
     packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
     outputs, final = rnn(packed)
@@ -118,7 +122,8 @@ class RNNEncoderDecoder(EncoderDecoder):
 
     def encode(self, src: Tensor, src_key_padding_mask: Tensor) -> DecoderState:
         lengths = check_source(src, src_key_padding_mask, self.config.src_vocab_size)
-        _, final = _run_encoder_rnn(self.encoder, self.dropout(self.src_embed(src)), lengths)  # final (1, B, H)
+        embedded = self.dropout(self.src_embed(src))  # (B, S, E)
+        _, final = run_encoder_rnn(self.encoder, embedded, lengths)  # final (1, B, H)
         context = final[0]  # (B, H): the state after each source's last real token
         return {"context": context, "hidden": torch.tanh(self.init_state(context))}
 
@@ -133,11 +138,17 @@ class RNNEncoderDecoder(EncoderDecoder):
         logits, _ = self._decode(self.dropout(self.tgt_embed(tgt_in)), state["context"], state["hidden"])
         return Seq2SeqOutput(logits, None)
 
-    def _decode(self, embedded: Tensor, context: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
-        """Run the decoder over T given inputs (B, T, E) at once; returns logits (B, T, V) and the last state (B, H)."""
-        context = context[:, None].expand(-1, embedded.size(1), -1)  # (B, T, H): the same c at every step
-        outputs, final = self.decoder(torch.cat([embedded, context], dim=-1), hidden[None])  # (B, T, H), (1, B, H)
-        logits = self.out(self.dropout(torch.cat([outputs, embedded, context], dim=-1)))  # (B, T, V)
+    def _decode(self, embedded: Tensor, context: Tensor,
+                hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """Run the decoder over T given inputs (B, T, E) at once.
+
+        Returns logits (B, T, V) and the last state (B, H)."""
+        T = embedded.size(1)
+        context = context[:, None].expand(-1, T, -1)  # (B, T, H): the same c at every step
+        inputs = torch.cat([embedded, context], dim=-1)  # (B, T, E + H)
+        outputs, final = self.decoder(inputs, hidden[None])  # (B, T, H), (1, B, H)
+        features = torch.cat([outputs, embedded, context], dim=-1)  # (B, T, H + E + H)
+        logits = self.out(self.dropout(features))  # (B, T, V)
         return logits, final[0]
 
 
@@ -203,9 +214,12 @@ class BahdanauEncoderDecoder(EncoderDecoder):
     def encode(self, src: Tensor, src_key_padding_mask: Tensor) -> DecoderState:
         lengths = check_source(src, src_key_padding_mask, self.config.src_vocab_size)
         embedded = self.dropout(self.src_embed(src))  # (B, S, E)
-        annotations, final = _run_encoder_rnn(self.encoder, embedded, lengths)  # (B, S, 2H), (2, B, H)
-        hidden = torch.tanh(self.init_state(final[1]))  # (B, H): final[1] is the backward GRU, ending at word 1
-        return {"annotations": annotations, "src_key_padding_mask": src_key_padding_mask, "hidden": hidden}
+        # annotations (B, S, 2H); final (2, B, H)
+        annotations, final = run_encoder_rnn(self.encoder, embedded, lengths)
+        # final[1] is the backward GRU's last state, which ends at word 1 (appendix A.2.2)
+        hidden = torch.tanh(self.init_state(final[1]))  # (B, H)
+        return {"annotations": annotations, "src_key_padding_mask": src_key_padding_mask,
+                "hidden": hidden}
 
     def decode_step(self, token: Tensor, state: DecoderState) -> StepOutput:
         return self._step(self.dropout(self.tgt_embed(token)), state)
@@ -224,11 +238,13 @@ class BahdanauEncoderDecoder(EncoderDecoder):
     def _step(self, embedded: Tensor, state: DecoderState) -> StepOutput:
         """One decoder step from the embedded previous word (B, E)."""
         annotations, previous = state["annotations"], state["hidden"]  # (B, S, 2H), (B, H)
-        # Eqs. 5-6: the weights are recomputed from s_{i-1} at every step; padding gets exactly 0.
-        context, weights = self.attention(previous, annotations, annotations,
-                                          key_padding_mask=state["src_key_padding_mask"])  # (B, 2H), (B, S)
+        # Eqs. 5-6: weights recomputed from s_{i-1} at every step; exactly 0 at padding.
+        context, weights = self.attention(
+            previous, annotations, annotations, key_padding_mask=state["src_key_padding_mask"]
+        )  # (B, 2H), (B, S)
         hidden = self.decoder(torch.cat([embedded, context], dim=-1), previous)  # (B, H), eq. 4
-        logits = self.out(self.dropout(torch.cat([hidden, embedded, context], dim=-1)))  # (B, V)
+        features = torch.cat([hidden, embedded, context], dim=-1)  # (B, H + E + 2H)
+        logits = self.out(self.dropout(features))  # (B, V)
         return StepOutput(logits, {**state, "hidden": hidden}, weights)
 
 
@@ -301,12 +317,14 @@ class SelfAttentiveRNNEncoderDecoder(EncoderDecoder):
 
     def encode(self, src: Tensor, src_key_padding_mask: Tensor) -> DecoderState:
         lengths = check_source(src, src_key_padding_mask, self.config.src_vocab_size)
-        annotations, _ = _run_encoder_rnn(self.encoder, self.dropout(self.src_embed(src)), lengths)  # (B, S, 2H)
+        embedded = self.dropout(self.src_embed(src))  # (B, S, E)
+        annotations, _ = run_encoder_rnn(self.encoder, embedded, lengths)  # (B, S, 2H)
         attended, _ = self.self_attention(annotations, annotations, annotations,
-                                          key_padding_mask=src_key_padding_mask, need_weights=False)  # (B, S, 2H)
+                                          key_padding_mask=src_key_padding_mask,
+                                          need_weights=False)  # (B, S, 2H)
         memory = self.norm(annotations + self.dropout(attended))  # (B, S, 2H)
         real = (~src_key_padding_mask)[..., None].to(memory.dtype)  # (B, S, 1)
-        summary = (memory * real).sum(dim=1) / real.sum(dim=1)  # (B, 2H): mean over the real positions
+        summary = (memory * real).sum(dim=1) / real.sum(dim=1)  # (B, 2H): mean of real positions
         return {"memory": memory, "src_key_padding_mask": src_key_padding_mask,
                 "hidden": torch.tanh(self.init_state(summary))}
 
@@ -335,10 +353,18 @@ class SelfAttentiveRNNEncoderDecoder(EncoderDecoder):
 # --------------------------------------------------------------------------------------------------
 
 
+POSITIONS = ("sinusoidal", "learned", "none")
+"""What :class:`AttentionOnlyConfig` can add to the embeddings to give attention the order of the tokens."""
+
+
 @dataclass(frozen=True)
 class AttentionOnlyConfig:
     """Sizes of the attention-only encoder-decoder. Widths default to the base Transformer's (Vaswani et al.,
-    2017, table 3); it has one layer on each side where the Transformer stacks six."""
+    2017, table 3); it has one layer on each side where the Transformer stacks six.
+
+    ``positions`` is what puts word order back: ``"sinusoidal"`` (Vaswani et al., 2017, section 3.5), ``"learned"``
+    (one trained vector per position, Gehring et al., 2017) or ``"none"``, which leaves the model blind to order.
+    """
 
     src_vocab_size: int
     tgt_vocab_size: int
@@ -348,6 +374,7 @@ class AttentionOnlyConfig:
     num_layers: int = 1
     dropout: float = 0.1
     max_len: int = 512
+    positions: str = "sinusoidal"
     pad_id: int = 0
 
     def __post_init__(self) -> None:
@@ -357,6 +384,8 @@ class AttentionOnlyConfig:
         _check_dropout(self, self.dropout)
         if self.d_model % self.nhead:
             raise ValueError(f"d_model = {self.d_model} must be divisible by nhead = {self.nhead}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"AttentionOnlyConfig.positions must be one of {POSITIONS}, got {self.positions!r}")
 
     @classmethod
     def tiny(cls, src_vocab_size: int, tgt_vocab_size: int) -> AttentionOnlyConfig:
@@ -419,8 +448,10 @@ class AttentionDecoderLayer(nn.Module):
 class AttentionOnlyEncoderDecoder(EncoderDecoder):
     r"""No recurrence: word order comes from positional encodings, context from attention alone.
 
-    Embeddings are scaled by :math:`\sqrt{D}` and summed with sinusoidal positions (sections 3.4-3.5); the encoder
-    is ``num_layers`` :class:`AttentionEncoderLayer`, the decoder ``num_layers`` :class:`AttentionDecoderLayer`.
+    Embeddings are scaled by :math:`\sqrt{D}` and summed with the positions of ``config.positions``
+    (sections 3.4-3.5); the encoder is ``num_layers`` :class:`AttentionEncoderLayer`, the decoder
+    ``num_layers`` :class:`AttentionDecoderLayer`. The embeddings start at standard deviation
+    :math:`D^{-1/2}`, so that once scaled they are as large as the positional encodings added to them.
     ``decode_step`` re-runs the decoder over the whole prefix (no key/value cache: simple, quadratic in T);
     the returned weights are the last decoder layer's cross-attention.
     """
@@ -433,7 +464,12 @@ class AttentionOnlyEncoderDecoder(EncoderDecoder):
         D = config.d_model
         self.src_embed = nn.Embedding(config.src_vocab_size, D, padding_idx=config.pad_id)
         self.tgt_embed = nn.Embedding(config.tgt_vocab_size, D, padding_idx=config.pad_id)
-        self.positions = SinusoidalPositionalEncoding(D, max_len=config.max_len, dropout=config.dropout)
+        for embedding in (self.src_embed, self.tgt_embed):
+            # nn.Embedding's N(0, 1), times sqrt(D), would drown the positions (values in [-1, 1]).
+            nn.init.normal_(embedding.weight, std=D**-0.5)
+            with torch.no_grad():
+                embedding.weight[config.pad_id].zero_()
+        self.positions = _positions(config)
         layer_sizes = dict(d_model=D, nhead=config.nhead, dim_feedforward=config.dim_feedforward,
                            dropout=config.dropout)
         self.encoder_layers = nn.ModuleList(AttentionEncoderLayer(**layer_sizes) for _ in range(config.num_layers))
@@ -445,8 +481,9 @@ class AttentionOnlyEncoderDecoder(EncoderDecoder):
         x = self.positions(self.src_embed(src) * math.sqrt(self.config.d_model))  # (B, S, D)
         for layer in self.encoder_layers:
             x = layer(x, src_key_padding_mask)
-        no_tokens_yet = src.new_empty(src.size(0), 0)  # (B, 0): the target prefix, grown by decode_step
-        return {"memory": x, "src_key_padding_mask": src_key_padding_mask, "tokens": no_tokens_yet}
+        no_tokens_yet = src.new_empty(src.size(0), 0)  # (B, 0): the target prefix so far
+        return {"memory": x, "src_key_padding_mask": src_key_padding_mask,
+                "tokens": no_tokens_yet}
 
     def decode_step(self, token: Tensor, state: DecoderState) -> StepOutput:
         tokens = torch.cat([state["tokens"], token[:, None]], dim=1)  # (B, t + 1)
@@ -464,3 +501,13 @@ class AttentionOnlyEncoderDecoder(EncoderDecoder):
         for layer in self.decoder_layers:
             y, weights = layer(y, state["memory"], state["src_key_padding_mask"])
         return self.out(y), weights
+
+
+def _positions(config: AttentionOnlyConfig) -> nn.Module:
+    """The module that adds ``config.positions`` to the scaled embeddings (and applies dropout)."""
+    D, dropout = config.d_model, config.dropout
+    if config.positions == "sinusoidal":
+        return SinusoidalPositionalEncoding(D, max_len=config.max_len, dropout=dropout)
+    if config.positions == "learned":
+        return LearnedPositionalEncoding(D, max_len=config.max_len, dropout=dropout)
+    return nn.Dropout(dropout)  # "none": the embeddings alone, as a bag of tokens

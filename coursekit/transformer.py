@@ -231,31 +231,38 @@ class Transformer(EncoderDecoder):
     # ----- the pieces -----------------------------------------------------------------------------
 
     def _embed(self, embedding: nn.Embedding, ids: Tensor, offset: int, side: str) -> Tensor:
-        """sqrt(D) E[ids] + PE[offset:offset + T], then dropout (sections 3.4, 3.5, 5.4). Shape: (B, T) -> (B, T, D)."""
+        """sqrt(D) E[ids] + PE[offset:offset + T], then dropout (sections 3.4, 3.5, 5.4).
+
+        Shape: (B, T) -> (B, T, D)."""
         stop = offset + ids.size(1)
         if stop > self.config.max_len:
             raise ValueError(
-                f"the {side} reaches position {stop - 1}, past the positional table (TransformerConfig.max_len = "
-                f"{self.config.max_len} positions, 0..{self.config.max_len - 1}); shorten it or build the model "
-                f"with max_len >= {stop}"
+                f"the {side} reaches position {stop - 1}, past the positional table "
+                f"(TransformerConfig.max_len = {self.config.max_len} positions, "
+                f"0..{self.config.max_len - 1}); shorten it or build the model with "
+                f"max_len >= {stop}"
             )
-        return self.positions(embedding(ids) * math.sqrt(self.config.d_model), offset=offset)  # (B, T, D)
+        scaled = embedding(ids) * math.sqrt(self.config.d_model)  # (B, T, D)
+        return self.positions(scaled, offset=offset)  # (B, T, D)
 
     def _encode(self, src: Tensor, src_key_padding_mask: Tensor) -> Tensor:
         check_source(src, src_key_padding_mask, self.config.src_vocab_size)
         x = self._embed(self.src_embed, src, offset=0, side="source")  # (B, S, D)
         return self.encoder(x, src_key_padding_mask=src_key_padding_mask)  # (B, S, D)
 
-    def _decode(self, tgt: Tensor, memory: Tensor, src_key_padding_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """All target positions at once: logits (B, T, V) and last-layer cross-attention weights (B, T, S).
+    def _decode(self, tgt: Tensor, memory: Tensor,
+                src_key_padding_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """All target positions at once: logits (B, T, V) and the last layer's cross-attention
+        weights (B, T, S), averaged over heads.
 
-        No target padding mask is needed: padding sits at the end, so the causal mask already hides it from
-        every real position, and the outputs at padded positions are never scored.
+        No target padding mask is needed: padding sits at the end, so the causal mask already
+        hides it from every real position, and the outputs at padded positions are never scored.
         """
         y = self._embed(self.tgt_embed, tgt, offset=0, side="target")  # (B, T, D)
         run = self.decoder.run(y, self.decoder.memory_kv(memory), tgt_is_causal=True,
                                memory_key_padding_mask=src_key_padding_mask, need_weights=True)
-        return self.out(run.output), run.cross_weights[:, -1].mean(dim=1)  # (B, T, V); (B, H, T, S) -> (B, T, S)
+        weights = run.cross_weights[:, -1].mean(dim=1)  # (B, L, H, T, S) -> (B, T, S)
+        return self.out(run.output), weights  # (B, T, V), (B, T, S)
 
     @torch.no_grad()
     def attention_maps(self, src: Tensor, src_key_padding_mask: Tensor, tgt_in: Tensor) -> AttentionMaps:
@@ -279,12 +286,16 @@ class Transformer(EncoderDecoder):
 
 
 def transformer_lr(step: int, d_model: int, warmup_steps: int, factor: float = 1.0) -> float:
-    r"""The learning rate of Vaswani et al. (2017, section 5.3, eq. 3) at optimizer step ``step`` (from 1).
+    r"""The learning rate of Vaswani et al. (2017, section 5.3, eq. 3) at optimizer step
+    ``step`` (from 1).
 
-    .. math:: lrate = factor \cdot d_{model}^{-0.5} \cdot \min(step^{-0.5},\ step \cdot warmup\_steps^{-1.5})
+    .. math::
+        lrate = factor \cdot d_{model}^{-0.5}
+                \cdot \min(step^{-0.5},\ step \cdot warmup\_steps^{-1.5})
 
-    It rises linearly for ``warmup_steps`` steps, peaks at :math:`d^{-0.5} \cdot warmup^{-0.5}`, then decays as
-    :math:`step^{-0.5}`. ``factor`` = 1 is the paper; small models often train faster with a larger one.
+    It rises linearly for ``warmup_steps`` steps, peaks at :math:`d^{-0.5} \cdot warmup^{-0.5}`,
+    then decays as :math:`step^{-0.5}`. ``factor`` = 1 is the paper; small models often train
+    faster with a larger one.
     """
     if step < 1:
         raise ValueError(f"step counts optimizer steps from 1, got {step}")

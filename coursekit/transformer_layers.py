@@ -137,14 +137,16 @@ class TransformerEncoderLayer(nn.Module):
         return self._layer(src, src_mask, src_key_padding_mask, is_causal, need_weights=True)
 
     def _layer(
-        self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool, need_weights: bool,
+        self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool,
+        need_weights: bool,
     ) -> tuple[Tensor, Tensor | None]:
+        masks = (attn_mask, key_padding_mask, is_causal, need_weights)
         if self.norm_first:
-            attended, weights = self._sa_block(self.norm1(x), attn_mask, key_padding_mask, is_causal, need_weights)
+            attended, weights = self._sa_block(self.norm1(x), *masks)
             x = x + attended
             x = x + self._ff_block(self.norm2(x))
         else:
-            attended, weights = self._sa_block(x, attn_mask, key_padding_mask, is_causal, need_weights)
+            attended, weights = self._sa_block(x, *masks)
             x = self.norm1(x + attended)
             x = self.norm2(x + self._ff_block(x))
         return x, weights
@@ -157,7 +159,9 @@ class TransformerEncoderLayer(nn.Module):
         return self.dropout1(attended), weights  # (B, S, D), (B, H, S, S) or None
 
     def _ff_block(self, x: Tensor) -> Tensor:
-        """FFN(x) = act(x W1 + b1) W2 + b2, applied to each position separately (eq. 2). Shape: (B, L, D)."""
+        """FFN(x) = act(x W1 + b1) W2 + b2, applied to each position separately (eq. 2).
+
+        Shape: (B, L, D) -> (B, L, D)."""
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
     @classmethod
@@ -261,40 +265,44 @@ class TransformerDecoderLayer(nn.Module):
         return attn._split_heads(attn.k_proj(memory)), attn._split_heads(attn.v_proj(memory))  # (B, H, S, Dh) each
 
     def run(
-        self, tgt: Tensor, memory_kv: tuple[Tensor, Tensor], past_kv: tuple[Tensor, Tensor] | None = None, *,
-        tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None, tgt_key_padding_mask: Tensor | None = None,
-        memory_key_padding_mask: Tensor | None = None, tgt_is_causal: bool = False, memory_is_causal: bool = False,
-        need_weights: bool = False,
+        self, tgt: Tensor, memory_kv: tuple[Tensor, Tensor],
+        past_kv: tuple[Tensor, Tensor] | None = None, *, tgt_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None, tgt_key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None, tgt_is_causal: bool = False,
+        memory_is_causal: bool = False, need_weights: bool = False,
     ) -> DecoderLayerOutput:
         """The layer on T new target positions, given keys and values computed before.
 
-        With ``past_kv`` = the (B, H, P, Dh) self-attention keys and values of the P earlier tokens, the T new
-        tokens attend to all P + T (causally if ``tgt_is_causal``); only the new tokens are projected, which
-        is what makes cached decoding cheap. Without it this is :meth:`forward` (P = 0).
+        With ``past_kv`` = the (B, H, P, Dh) self-attention keys and values of the P earlier
+        tokens, the T new tokens attend to all P + T (causally if ``tgt_is_causal``); only the new
+        tokens are projected, which is what makes cached decoding cheap. Without it this is
+        :meth:`forward` (P = 0).
 
         Args:
-            tgt: (B, T, D), the new positions. memory_kv: from :meth:`memory_kv`, (B, H, S, Dh) each.
-            past_kv: (B, H, P, Dh) keys and values, or None. Other masks as in :meth:`forward`, with P + T keys.
-            need_weights: return every head's weights (explicit softmax) instead of using the fused kernel.
+            tgt: (B, T, D), the new positions.
+            memory_kv: from :meth:`memory_kv`, (B, H, S, Dh) each.
+            past_kv: (B, H, P, Dh) keys and values, or None. Other masks as in :meth:`forward`,
+                with P + T keys.
+            need_weights: return every head's weights (explicit softmax) instead of using the
+                fused kernel.
 
         Returns:
-            :class:`DecoderLayerOutput`: output (B, T, D), the cache grown to P + T, and the weights.
+            :class:`DecoderLayerOutput`: output (B, T, D), the cache grown to P + T, and the
+            weights.
         """
         x = tgt
+        self_masks = (tgt_mask, tgt_key_padding_mask, tgt_is_causal, need_weights)
+        cross_masks = (memory_mask, memory_key_padding_mask, memory_is_causal, need_weights)
         if self.norm_first:
-            attended, self_kv, self_weights = self._sa_block(
-                self.norm1(x), past_kv, tgt_mask, tgt_key_padding_mask, tgt_is_causal, need_weights)
+            attended, self_kv, self_weights = self._sa_block(self.norm1(x), past_kv, *self_masks)
             x = x + attended
-            attended, cross_weights = self._mha_block(
-                self.norm2(x), memory_kv, memory_mask, memory_key_padding_mask, memory_is_causal, need_weights)
+            attended, cross_weights = self._mha_block(self.norm2(x), memory_kv, *cross_masks)
             x = x + attended
             x = x + self._ff_block(self.norm3(x))
         else:
-            attended, self_kv, self_weights = self._sa_block(
-                x, past_kv, tgt_mask, tgt_key_padding_mask, tgt_is_causal, need_weights)
+            attended, self_kv, self_weights = self._sa_block(x, past_kv, *self_masks)
             x = self.norm1(x + attended)
-            attended, cross_weights = self._mha_block(
-                x, memory_kv, memory_mask, memory_key_padding_mask, memory_is_causal, need_weights)
+            attended, cross_weights = self._mha_block(x, memory_kv, *cross_masks)
             x = self.norm2(x + attended)
             x = self.norm3(x + self._ff_block(x))
         return DecoderLayerOutput(x, KVCache(*self_kv, *memory_kv), self_weights, cross_weights)

@@ -15,7 +15,7 @@ The steps, in order (:func:`run`): start the process group -> build the task -> 
 (label smoothing, the warm-up schedule) -> on rank 0: exact match and chrF on held-out data, a checkpoint,
 a cross-attention plot -> stop the process group.
 
-Book: chapter "Training the Transformer".
+Book: chapter "The Transformer" (training it to translate).
 """
 
 from __future__ import annotations

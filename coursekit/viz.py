@@ -7,6 +7,7 @@ Shape legend: L layers, H heads, T queries, S keys, D model dim.
 - Positions: :func:`plot_positional_encodings`.
 - Training: :func:`plot_training_curves` (a :class:`coursekit.train.History`), :func:`plot_pretraining_curves`
   (BERT's two tasks), :func:`plot_lr_schedule` (the Transformer's warm-up), :func:`plot_length_sweep`.
+- The arc: :func:`plot_arc`, the baseline and stages 1-4 side by side (the rows of :func:`coursekit.arc.arc_rows`).
 
 Plots that run a BERT are in :mod:`coursekit.bert.plots`. Every figure has a title, labelled axes, a legend where
 there are several lines and, for heat maps, a colorbar, so it can be read on its own.
@@ -365,6 +366,89 @@ def plot_lr_schedule(
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     ax.grid(alpha=0.3)
     ax.legend(title="peak marked")
+    figure.tight_layout()
+    return figure
+
+
+# --------------------------------------------------------------------------------------------------
+# The arc
+# --------------------------------------------------------------------------------------------------
+
+_STAGE_COLOURS = {"baseline": "tab:gray", "stage1": "tab:orange", "stage2": "tab:green", "stage3": "tab:blue",
+                  "stage4": "tab:purple"}
+_RUN_LINES = {"stage3-learned": ":", "stage3-none": "--"}
+
+
+def plot_arc(rows: Sequence[Mapping[str, Any]], *, title: str = "The arc on one task, with one training budget",
+             figsize: tuple[float, float] = (10.5, 8.0)) -> Figure:
+    """The baseline and the stages side by side, in four panels: exact match by input length, seconds per epoch,
+    the time of one training step against sequence length, and parameters.
+
+    Args:
+        rows: one mapping per model, as :func:`coursekit.arc.arc_rows` makes them, with ``key`` (``"stage1"``,
+            ``"stage3-none"``), ``short`` (legend), ``exact_by_band`` (``{"1-15": 0.98, ...}``),
+            ``seconds_per_epoch`` and ``cpu_seconds_per_epoch``, ``step_seconds`` (``{n: seconds}``; may be
+            empty) and ``parameters``. A run of stage 3 other than ``"stage3"`` is drawn dashed or dotted in
+            stage 3's colour, in the first panel only.
+        title: the figure's title.
+
+    Returns:
+        The figure.
+    """
+    if not rows:
+        raise ValueError("rows is empty; pass coursekit.arc.arc_rows(results, timings)")
+    bands = list(rows[0]["exact_by_band"])
+    figure, axes = plt.subplots(2, 2, figsize=figsize)
+    (match_ax, epoch_ax), (step_ax, param_ax) = axes
+
+    def colour(row: Mapping[str, Any]) -> str:
+        return _STAGE_COLOURS.get(row["key"].split("-")[0], "black")
+
+    for marker, row in zip(itertools.cycle("osD^vP*X"), rows):
+        if list(row["exact_by_band"]) != bands:
+            raise ValueError(f"{row['key']} has bands {list(row['exact_by_band'])}, the first row {bands}")
+        match_ax.plot(range(len(bands)), [row["exact_by_band"][b] for b in bands], marker=marker,
+                      linestyle=_RUN_LINES.get(row["key"], "-"), color=colour(row), label=row["short"])
+    match_ax.set_xticks(range(len(bands)), labels=bands)
+    match_ax.set(title="Exact match on held-out inputs", xlabel="input length (characters)",
+                 ylabel="share decoded exactly right", ylim=(-0.02, 1.02))
+    match_ax.legend(fontsize=7.5, loc="lower left")
+
+    stages = [row for row in rows if row["key"] not in _RUN_LINES]
+    names = [row["short"].split(":")[0] for row in stages]
+    x = np.arange(len(stages))
+    epoch_ax.bar(x - 0.2, [row["seconds_per_epoch"] for row in stages], width=0.4,
+                 color=[colour(r) for r in stages], label="wall clock")
+    epoch_ax.bar(x + 0.2, [row["cpu_seconds_per_epoch"] for row in stages], width=0.4,
+                 color=[colour(r) for r in stages], alpha=0.45, hatch="//", label="CPU time")
+    epoch_ax.set_xticks(x, labels=names)
+    epoch_ax.set(title="Training time per epoch", xlabel="model (baseline, stages 1-4)", ylabel="seconds")
+    epoch_ax.legend(fontsize=8)
+
+    timed = [row for row in stages if row.get("step_seconds")]
+    for marker, row in zip(itertools.cycle("osD^vP*X"), timed):
+        lengths = sorted(row["step_seconds"])
+        step_ax.plot(lengths, [1000 * row["step_seconds"][n] for n in lengths], marker=marker, color=colour(row),
+                     label=row["short"])
+    step_ax.set_xscale("log", base=2)
+    step_ax.set_yscale("log")
+    step_ax.set(title="One training step against sequence length", xlabel="source and target length n",
+                ylabel="CPU milliseconds per step (log scale)")
+    if timed:
+        step_ax.set_xticks(sorted(timed[0]["step_seconds"]), labels=[str(n) for n in sorted(timed[0]["step_seconds"])])
+        step_ax.legend(fontsize=7.5)
+    step_ax.grid(alpha=0.3, which="both")
+
+    param_ax.bar(x, [row["parameters"] / 1000 for row in stages], color=[colour(r) for r in stages])
+    for xi, row in zip(x, stages):
+        param_ax.annotate(f"{row['parameters'] / 1000:.0f}k", (xi, row["parameters"] / 1000), ha="center",
+                          va="bottom", fontsize=8)
+    param_ax.set_xticks(x, labels=names)
+    param_ax.set(title="Parameters", xlabel="model (baseline, stages 1-4)", ylabel="thousands")
+    param_ax.margins(y=0.15)
+    for ax in (match_ax, epoch_ax, param_ax):
+        ax.grid(alpha=0.3, axis="y")
+    figure.suptitle(title)
     figure.tight_layout()
     return figure
 

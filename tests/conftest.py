@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from coursekit.autograde import run_nbgrader
+from coursekit.autograder.nbgrader_io import run_nbgrader
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and list(p.glob("*.ipynb")))

@@ -660,6 +660,183 @@ def make_classifier(*, embedding=None, pool=None, mask="pass", encoder=True, poo
     return TextClassifier
 
 
+# --- rnn_self_attention (stage 2) ----------------------------------------------------------------------------
+
+def make_block(*, residual=True, norm="after", mask="pass", tuple_out=False):
+    """A learner's SelfAttentionBlock, right by default, with one mistake planted by a keyword."""
+
+    class SelfAttentionBlock(nn.Module):
+        def __init__(self, size, num_heads):
+            super().__init__()
+            self.self_attention = MultiHeadAttention(size, num_heads)
+            self.norm = nn.LayerNorm(size)
+
+        def forward(self, annotations, key_padding_mask):
+            h = annotations
+            kpm = {"pass": key_padding_mask, "none": None}[mask]
+            source = self.norm(h) if norm == "before" else h
+            attended, weights = self.self_attention(source, source, source, key_padding_mask=kpm)
+            if norm == "before":
+                out = h + attended
+            else:
+                total = h + attended if residual else attended
+                out = self.norm(total) if norm == "after" else total
+            return (out, weights) if tuple_out else out
+    return SelfAttentionBlock
+
+
+def make_masked_mean(kind="real"):
+    def masked_mean(memory, key_padding_mask):
+        real = (~key_padding_mask)[..., None].to(memory.dtype)
+        if kind == "all":
+            return memory.mean(dim=1)
+        if kind == "divide-by-S":
+            return (memory * real).sum(dim=1) / memory.size(1)
+        if kind == "inverted":
+            pad = key_padding_mask[..., None].to(memory.dtype)
+            return (memory * pad).sum(dim=1) / pad.sum(dim=1)
+        if kind == "last-real":
+            return memory[torch.arange(memory.size(0)), real.sum(dim=1)[:, 0].long() - 1]
+        return (memory * real).sum(dim=1) / real.sum(dim=1)
+    return masked_mean
+
+
+def make_general(*, mask="fill", dim=-1, scale=False, values="memory"):
+    def general_attention(query, memory, W, key_padding_mask):
+        scores = query @ W @ memory.transpose(-2, -1)
+        if scale:
+            scores = scores / math.sqrt(memory.size(-1))
+        hidden = key_padding_mask[:, None, :]
+        if mask in ("fill", "inverted"):
+            scores = scores.masked_fill(hidden if mask == "fill" else ~hidden, float("-inf"))
+        weights = torch.softmax(scores, dim=dim)
+        if mask == "after":
+            weights = weights.masked_fill(hidden, 0.0)
+        return weights @ (memory @ W.T if values == "projected" else memory), weights
+    return general_attention
+
+
+def make_stage2(*, start="mean", combine="context first", squash=True, block=None):
+    """A learner's SelfAttentiveRNN (the notebook's Part 4), right by default, built on right Parts 1-3."""
+    from coursekit.seq2seq import run_encoder_rnn
+
+    Block, mean, general = block or make_block(), make_masked_mean(), make_general()
+
+    class SelfAttentiveRNN(nn.Module):
+        def __init__(self, src_vocab_size, tgt_vocab_size, embed_dim, hidden_dim, num_heads):
+            super().__init__()
+            E, H = embed_dim, hidden_dim
+            self.src_embed = nn.Embedding(src_vocab_size, E, padding_idx=0)
+            self.tgt_embed = nn.Embedding(tgt_vocab_size, E, padding_idx=0)
+            self.encoder = nn.GRU(E, H, batch_first=True, bidirectional=True)
+            self.block = Block(2 * H, num_heads)
+            self.init_state = nn.Linear(2 * H, H)
+            self.decoder = nn.GRU(E, H, batch_first=True)
+            self.W_a = nn.Linear(2 * H, H, bias=False)
+            self.combine = nn.Linear(2 * H + H, H)
+            self.out = nn.Linear(H, tgt_vocab_size)
+
+        def encode(self, src, src_key_padding_mask):
+            lengths = (~src_key_padding_mask).sum(dim=1)
+            annotations, _ = run_encoder_rnn(self.encoder, self.src_embed(src), lengths)
+            memory = self.block(annotations, src_key_padding_mask)
+            if start == "zeros":
+                return memory, torch.zeros(src.size(0), self.init_state.out_features)
+            return memory, torch.tanh(self.init_state(mean(memory, src_key_padding_mask)))
+
+        def forward(self, src, src_key_padding_mask, tgt_in):
+            memory, hidden = self.encode(src, src_key_padding_mask)
+            states, _ = self.decoder(self.tgt_embed(tgt_in), hidden[None])
+            context, weights = general(states, memory, self.W_a.weight, src_key_padding_mask)
+            pair = [context, states] if combine == "context first" else [states, context]
+            features = self.combine(torch.cat(pair, dim=-1))
+            return self.out(torch.tanh(features) if squash else features), weights
+    return SelfAttentiveRNN
+
+
+# --- attention_without_rnn (stage 3) -------------------------------------------------------------------------
+
+def make_learned(*, use_offset=True, check="raise", added=True, attribute="embedding"):
+    """A learner's LearnedPositions, right by default; ``check``: "raise", "none" (indexing fails on its own),
+    "wrap" (positions modulo max_len), "off-by-one" (refuses the last rows too)."""
+
+    class LearnedPositions(nn.Module):
+        def __init__(self, d_model, max_len):
+            super().__init__()
+            self.max_len = max_len
+            setattr(self, attribute, nn.Embedding(max_len, d_model))
+
+        def forward(self, x, offset=0):
+            first = offset if use_offset else 0
+            stop = first + x.size(1)
+            if (check == "raise" and stop > self.max_len) or (check == "off-by-one" and stop >= self.max_len):
+                raise ValueError(f"positions up to {stop - 1} do not exist")
+            positions = torch.arange(first, stop) % self.max_len if check == "wrap" else torch.arange(first, stop)
+            rows = getattr(self, attribute)(positions)
+            return x + rows if added else rows
+    return LearnedPositions
+
+
+def make_sinusoidal(*, trainable=False, use_offset=True, persistent=False):
+    class SinusoidalPositions(nn.Module):
+        def __init__(self, d_model, max_len):
+            super().__init__()
+            self.max_len = max_len
+            table = coursekit.positional.sinusoidal_table(max_len, d_model)
+            if trainable:
+                self.table = nn.Parameter(table)
+            else:
+                self.register_buffer("table", table, persistent=persistent)
+
+        def forward(self, x, offset=0):
+            first = offset if use_offset else 0
+            stop = first + x.size(1)
+            if stop > self.max_len:
+                raise ValueError(f"positions up to {stop - 1} are past the table")
+            return x + self.table[first:stop]
+    return SinusoidalPositions
+
+
+def make_embed(scale="sqrt(D)", order="scale first"):
+    def embed(ids, weight, table=None):
+        factor = {"sqrt(D)": math.sqrt(weight.size(1)), "none": 1.0, "sqrt(V)": math.sqrt(weight.size(0))}[scale]
+        x = weight[ids]
+        if table is None:
+            return x * factor
+        return (x + table[: ids.size(1)]) * factor if order == "scale the sum" else x * factor + table[: ids.size(1)]
+    return embed
+
+
+def make_stage3(*, scale=True, target_positions=True, memory_mask=True, learned=None, sinusoidal=None):
+    """A learner's AttentionWithoutRNN (the notebook's Part 4), right by default, built on right Parts 1-2."""
+    from coursekit.seq2seq import AttentionDecoderLayer, AttentionEncoderLayer
+
+    kinds = {"learned": learned or make_learned(), "sinusoidal": sinusoidal or make_sinusoidal()}
+
+    class AttentionWithoutRNN(nn.Module):
+        def __init__(self, src_vocab_size, tgt_vocab_size, d_model, nhead, dim_feedforward, positions, max_len=64):
+            super().__init__()
+            self.d_model = d_model
+            self.src_embed = nn.Embedding(src_vocab_size, d_model, padding_idx=0)
+            self.tgt_embed = nn.Embedding(tgt_vocab_size, d_model, padding_idx=0)
+            self.positions = kinds[positions](d_model, max_len) if positions in kinds else None
+            self.encoder_layer = AttentionEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0)
+            self.decoder_layer = AttentionDecoderLayer(d_model, nhead, dim_feedforward, dropout=0.0)
+            self.out = nn.Linear(d_model, tgt_vocab_size)
+
+        def _embed(self, embedding, ids, with_positions=True):
+            x = embedding(ids) * (math.sqrt(self.d_model) if scale else 1.0)
+            return self.positions(x) if self.positions is not None and with_positions else x
+
+        def forward(self, src, src_key_padding_mask, tgt_in):
+            memory = self.encoder_layer(self._embed(self.src_embed, src), src_key_padding_mask)
+            y = self._embed(self.tgt_embed, tgt_in, with_positions=target_positions)
+            mask = src_key_padding_mask if memory_mask else torch.zeros_like(src_key_padding_mask)
+            output, weights = self.decoder_layer(y, memory, mask)
+            return self.out(output), weights
+    return AttentionWithoutRNN
+
+
 # --- graded notebooks: the instructor's answers, with changes typed in ------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]

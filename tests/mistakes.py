@@ -786,6 +786,159 @@ CLASSIFIER = {
         model_answer=("pool(hidden, key_padding_mask, self.pooling)", "pool(hidden, key_padding_mask)")),
 }
 
+# ---------------------------------------------------------------------------------------------------
+# rnn_self_attention: stage 2, RNN + self-attention
+# ---------------------------------------------------------------------------------------------------
+
+BLOCK_RETURN = "        return self.norm(annotations + attended)  # the residual, then layer norm"
+ATTEND_CALL = ("        attended, _ = self.self_attention(annotations, annotations, annotations,\n"
+               "                                          key_padding_mask=key_padding_mask)  # (B, S, A)")
+
+RNN_SELF_ATTENTION = {
+    "no-residual": m(
+        5, {"test-block": "selfblock.no-residual", "test-model": "stage2.symptom.everywhere"}, planted=True,
+        block_answer=(BLOCK_RETURN, "        return self.norm(attended)")),
+    "mean-with-padding": m(
+        6, {"test-mean": "realmean.includes-padding", "test-model": "stage2.symptom.partial"}, planted=True,
+        mean_answer=("    real = (~key_padding_mask)[..., None].to(memory.dtype)  # (B, S, 1): 1 at real positions\n"
+                     "    return (memory * real).sum(dim=1) / real.sum(dim=1)  # (B, A)",
+                     "    return memory.mean(dim=1)")),
+    "attention-ignores-padding": m(
+        5, {"test-general": "general.padding-ignored", "test-model": "stage2.symptom.partial"}, planted=True,
+        general_answer=('    scores = scores.masked_fill(key_padding_mask[:, None, :], float("-inf"))'
+                        "  # hide padding from every query\n", "")),
+    # --- found ---
+    "pre-norm": m(
+        5, {"test-block": "selfblock.pre-norm", "test-model": "stage2.symptom.everywhere"},
+        "pre-LN written where the block is post-LN: the two orders of Xiong et al. (2020) mixed up",
+        block_answer=[(ATTEND_CALL, "        normed = self.norm(annotations)\n"
+                                    "        attended, _ = self.self_attention(normed, normed, normed,\n"
+                                    "                                          key_padding_mask=key_padding_mask)"),
+                      (BLOCK_RETURN, "        return annotations + attended")]),
+    "block-ignores-padding": m(
+        5, {"test-block": "selfblock.padding-ignored", "test-model": "stage2.symptom.partial"},
+        "padding left out of self-attention: the real positions read the padding (PyTorch forums, 'output changes "
+        "with padding')",
+        block_answer=(",\n                                          key_padding_mask=key_padding_mask)", ")")),
+    "block-returns-pair": m(
+        5, {"test-block": "selfblock.symptom.return-type", "test-model": "stage2.symptom.raised"},
+        "the attention module's (output, weights) passed on as it is",
+        block_answer=[("        attended, _ = self.self_attention(", "        attended, weights = self.self_attention("),
+                      (BLOCK_RETURN, "        return self.norm(annotations + attended), weights")]),
+    "mean-divides-by-length": m(
+        6, {"test-mean": "realmean.divides-by-length", "test-model": "stage2.symptom.partial"},
+        "the padded length S as the divisor: masked sum right, count wrong",
+        mean_answer=("real.sum(dim=1)  # (B, A)", "memory.size(1)  # (B, A)")),
+    "mean-mask-polarity": m(
+        6, {"test-mean": "realmean.mask-inverted", "test-model": "stage2.symptom.nan"},
+        "the padding mask read as Hugging Face's attention_mask (1 = real): the opposite polarity",
+        mean_answer=("real = (~key_padding_mask)[..., None]", "real = key_padding_mask[..., None]")),
+    "softmax-over-queries": m(
+        5, {"test-general": "general.softmax-over-queries", "test-model": "stage2.symptom.nan"},
+        "a softmax over a fixed dim, dim=1, in a (B, T, S) table: PetrochukM/PyTorch-NLP#2",
+        general_answer=("torch.softmax(scores, dim=-1)", "torch.softmax(scores, dim=1)")),
+    "general-scaled": m(
+        5, {"test-general": "general.scaled", "test-model": "stage2.symptom.everywhere"},
+        "the 1/sqrt(d) of scaled dot-product attention copied into Luong's general score",
+        general_answer=("    scores = query @ W @ memory.transpose(-2, -1)  # (B, T, Q) @ (Q, A) @ (B, A, S) -> (B, T, S)",
+                        "    scores = query @ W @ memory.transpose(-2, -1) / math.sqrt(memory.size(-1))")),
+    "general-W-transposed": m(
+        5, {"test-general": "general.symptom.raised", "test-model": "stage2.symptom.raised"},
+        "W applied the wrong way round, query @ W.T: 'mat1 and mat2 shapes cannot be multiplied'",
+        general_answer=("query @ W @ memory", "query @ W.T @ memory")),
+    "masked-after-softmax": m(
+        5, {"test-general": "general.masked-after-softmax", "test-model": "stage2.symptom.partial"},
+        "padding zeroed after the softmax instead of -inf before it, so rows no longer sum to 1",
+        general_answer=[('    scores = scores.masked_fill(key_padding_mask[:, None, :], float("-inf"))'
+                         "  # hide padding from every query\n", ""),
+                        ("    weights = torch.softmax(scores, dim=-1)  # over the source positions",
+                         "    weights = torch.softmax(scores, dim=-1).masked_fill(key_padding_mask[:, None, :], 0.0)")]),
+    "state-first": m(
+        8, {"test-model": "stage2.state-first"},
+        "[s_t; c_t] where the layout of W_c is [c_t; s_t]: Luong et al. write the context first (eq. 5)",
+        model_answer=("torch.cat([context, states], dim=-1)", "torch.cat([states, context], dim=-1)")),
+    "decoder-from-zeros": m(
+        8, {"test-model": "stage2.decoder-starts-at-zero"},
+        "the decoder GRU run without its initial state: hidden computed, never passed",
+        model_answer=("self.decoder(self.tgt_embed(tgt_in), hidden[None])", "self.decoder(self.tgt_embed(tgt_in))")),
+    "hidden-not-unsqueezed": m(
+        8, {"test-model": "stage2.symptom.raised"},
+        "a (B, H) state given to nn.GRU, which wants (layers, B, H): 'hx should also be 3-D'",
+        model_answer=("self.decoder(self.tgt_embed(tgt_in), hidden[None])",
+                      "self.decoder(self.tgt_embed(tgt_in), hidden)")),
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# attention_without_rnn: stage 3, attention without RNN
+# ---------------------------------------------------------------------------------------------------
+
+LEARNED_CHECK = ("        if stop > self.max_len:\n"
+                 '            raise ValueError(f"positions {offset}..{stop - 1} do not exist: this table has '
+                 '{self.max_len}")\n')
+
+ATTENTION_WITHOUT_RNN = {
+    "ignores-offset": m(
+        7, {"test-learned": "learned.ignores-offset"}, planted=True,
+        learned_answer=("positions = torch.arange(offset, stop, device=x.device)",
+                        "positions = torch.arange(x.size(1), device=x.device)")),
+    "sines-trainable": m(
+        8, {"test-sinusoidal": "sines.trainable"}, planted=True,
+        sinusoidal_answer=('        self.register_buffer("table", table, persistent=False)  # moves with .to(device), '
+                           "never trained", "        self.table = nn.Parameter(table)")),
+    "unscaled": m(
+        5, {"test-embed": "embed.unscaled", "test-model": "stage3.unscaled"}, planted=True,
+        embed_answer=("weight[ids] * math.sqrt(weight.size(1))", "weight[ids]"),
+        model_answer=[("self.src_embed(src) * math.sqrt(self.d_model)", "self.src_embed(src)"),
+                      ("self.tgt_embed(tgt_in) * math.sqrt(self.d_model)", "self.tgt_embed(tgt_in)")]),
+    # --- found ---
+    "no-range-check": m(
+        7, {"test-learned": "learned.wrong-error"},
+        "no check of offset + T: nn.Embedding raises 'IndexError: index out of range in self' on its own",
+        learned_answer=(LEARNED_CHECK, "")),
+    "wraps-around": m(
+        7, {"test-learned": "learned.no-error"},
+        "positions taken modulo max_len to avoid the IndexError, so the table silently wraps around",
+        learned_answer=[(LEARNED_CHECK, ""),
+                        ("torch.arange(offset, stop, device=x.device)",
+                         "torch.arange(offset, stop, device=x.device) % self.max_len")]),
+    "off-by-one-check": m(
+        7, {"test-learned": "learned.refuses-the-last-rows"},
+        "a >= where > belongs, the classic fencepost: the last T positions of the table refused",
+        learned_answer=("        if stop > self.max_len:", "        if stop >= self.max_len:")),
+    "batch-positions": m(
+        4, {"test-learned": "learned.symptom.raised", "test-model": "stage3.symptom.raised"},
+        "positions counted along the batch dimension, torch.arange(x.size(0)): batch-first confusion",
+        learned_answer=("        positions = torch.arange(offset, stop, device=x.device)  # (T,)",
+                        "        positions = torch.arange(offset, offset + x.size(0), device=x.device)")),
+    "sines-ignore-offset": m(
+        8, {"test-sinusoidal": "sines.ignores-offset"},
+        "the decoder's offset forgotten when the table is sliced: every call starts at row 0",
+        sinusoidal_answer=("return x + self.table[offset:stop]", "return x + self.table[: x.size(1)]")),
+    "scaled-by-vocabulary": m(
+        8, {"test-embed": "embed.scaled-by-vocabulary"},
+        "sqrt of weight.size(0), the vocabulary size, for the model dimension weight.size(1)",
+        embed_answer=("math.sqrt(weight.size(1))", "math.sqrt(weight.size(0))")),
+    "scaled-after-positions": m(
+        8, {"test-embed": "embed.scaled-after-positions"},
+        "the sum scaled, positions included: (E[ids] + PE) * sqrt(D)",
+        embed_answer=[("    x = weight[ids] * math.sqrt(weight.size(1))  # (B, T, D): sqrt(D) E[ids]\n",
+                       "    x = weight[ids]\n"),
+                      ("        x = x + table[: ids.size(1)]  # positions 0 .. T - 1, the same for every sequence\n"
+                       "    return x",
+                       "        x = x + table[: ids.size(1)]\n    return x * math.sqrt(weight.size(1))")]),
+    "target-without-positions": m(
+        7, {"test-model": "stage3.positions-on-source-only"},
+        "positions added to the encoder's input only: the decoder then cannot tell which digit it is writing",
+        model_answer=("        if self.positions is not None:\n            y = self.positions(y)\n", "")),
+    "memory-mask-inverted": m(
+        7, {"test-model": "stage3.symptom.raised"},
+        "~src_key_padding_mask passed to the decoder, as for Keras or Hugging Face (1 = attend)",
+        model_answer=("self.decoder_layer(y, memory, src_key_padding_mask)",
+                      "self.decoder_layer(y, memory, ~src_key_padding_mask)")),
+}
+
+
 CORPUS = {"sdpa": SDPA, "bahdanau": BAHDANAU, "multihead": MULTIHEAD, "positional": POSITIONAL,
-          "transformer": TRANSFORMER, "bert": BERT, "gpt": GPT,
-          "classifier": CLASSIFIER}
+          "transformer": TRANSFORMER, "bert": BERT, "rnn_self_attention": RNN_SELF_ATTENTION,
+          "attention_without_rnn": ATTENTION_WITHOUT_RNN, "gpt": GPT, "classifier": CLASSIFIER}

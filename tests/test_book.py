@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import coursekit.arc
 import coursekit.attention
 import coursekit.bert
 import coursekit.bert.pretraining_data
@@ -21,7 +22,7 @@ import coursekit.seq2seq
 import coursekit.train
 import coursekit.transformer
 import coursekit.transformer_layers
-from coursekit.autograde import nbgrader_env
+from coursekit.autograder.nbgrader_io import nbgrader_env
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,8 @@ def visible_text(page: str) -> str:
 # at least this many figures, and the graded notebook it sends the reader to.
 CHAPTERS = {
     "seq2seq_rnn": dict(
-        source=[coursekit.seq2seq.RNNEncoderDecoder.encode, coursekit.seq2seq.RNNEncoderDecoder._decode,
+        source=[coursekit.arc.arc_task, coursekit.arc.Budget,
+                coursekit.seq2seq.RNNEncoderDecoder.encode, coursekit.seq2seq.RNNEncoderDecoder._decode,
                 coursekit.train.train_step, coursekit.train.teacher_forced_loss, coursekit.train.sequence_loss,
                 coursekit.decoding.greedy_decode],
         equations=["eq-rnn-encoder", "eq-rnn-decoder", "eq-seq-loss"], figures=2,
@@ -68,7 +70,7 @@ CHAPTERS = {
         source=[coursekit.attention.AdditiveAttention, coursekit.seq2seq.BahdanauEncoderDecoder._step,
                 coursekit.seq2seq.BahdanauEncoderDecoder.encode],
         equations=["eq-bahdanau-score", "eq-bahdanau-weights", "eq-bahdanau-context", "eq-bahdanau-decoder"],
-        figures=1, notebook="exercises/bahdanau/bahdanau.ipynb"),
+        figures=2, notebook="exercises/bahdanau/bahdanau.ipynb"),
     "queries_keys_values": dict(
         source=[coursekit.attention.ScoredAttention.forward, coursekit.attention.AdditiveAttention.score,
                 coursekit.attention.DotProductAttention.score, coursekit.attention.GeneralAttention.score],
@@ -81,7 +83,8 @@ CHAPTERS = {
         notebook="exercises/sdpa/sdpa.ipynb"),
     "self_attention": dict(
         source=[coursekit.seq2seq.SelfAttentiveRNNEncoderDecoder.encode],
-        equations=["eq-self-attention"], figures=3, notebook="exercises/multihead/multihead.ipynb"),
+        equations=["eq-self-attention"], figures=4,
+        notebook="exercises/rnn_self_attention/rnn_self_attention.ipynb"),
     "multi_head_attention": dict(
         source=[coursekit.attention.MultiHeadAttention.forward, coursekit.attention.MultiHeadAttention.attend_heads,
                 coursekit.attention.MultiHeadAttention._split_heads, coursekit.attention.MultiHeadAttention._merge_heads],
@@ -89,14 +92,14 @@ CHAPTERS = {
     "attention_without_rnn": dict(
         source=[coursekit.positional.sinusoidal_table, coursekit.positional.LearnedPositionalEncoding,
                 coursekit.seq2seq.AttentionOnlyEncoderDecoder.encode],
-        equations=["eq-permutation-equivariance", "eq-sinusoidal", "eq-sinusoidal-rotation"], figures=2,
-        notebook="exercises/positional/positional.ipynb"),
+        equations=["eq-permutation-equivariance", "eq-sinusoidal", "eq-sinusoidal-rotation"], figures=3,
+        notebook="exercises/attention_without_rnn/attention_without_rnn.ipynb"),
     "transformer": dict(
         source=[coursekit.transformer_layers.TransformerEncoderLayer._layer,
                 coursekit.transformer_layers.TransformerDecoderLayer.run, coursekit.transformer.Transformer._embed,
                 coursekit.transformer.transformer_lr, coursekit.train.sequence_loss, coursekit.train.train_step,
                 coursekit.train.teacher_forced_loss, coursekit.decoding.beam_search],
-        equations=["eq-ffn", "eq-residual-layernorm", "eq-transformer-lr"], figures=5,
+        equations=["eq-ffn", "eq-residual-layernorm", "eq-transformer-lr"], figures=6,
         notebook="exercises/transformer/transformer.ipynb"),
     "bert": dict(
         source=[coursekit.bert.BertEmbeddings.forward, coursekit.bert.pretraining_data.mask_tokens,
@@ -175,3 +178,27 @@ def test_every_cited_paper_is_in_the_bibliography(built_book):
     for title in ("Neural Machine Translation by Jointly Learning to Align and Translate", "Attention Is All You Need",
                   "Pre-training of Deep Bidirectional Transformers"):
         assert title.lower() in references, f"{title!r} is missing from the references page"
+
+
+def test_the_arc_in_the_book_is_the_run_the_build_made(built_book, monkeypatch):
+    """Every number of the introduction's tables comes from the run this build stored under _build/arc, which every
+    chapter reads: load it (training again is not allowed here) and find each number on the page."""
+    import coursekit.arc as arc
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the build left no complete run of the arc under _build/arc")
+
+    monkeypatch.setattr(arc, "train_run", no_training)
+    keys = ["baseline", "stage1", "stage2", "stage3", "stage3-none", "stage4"]
+    rows = arc.arc_rows(arc.run_arc(keys, directory=ROOT / "_build" / "arc"),
+                        arc.measure_timings(directory=ROOT / "_build" / "arc"))
+    page = (built_book / "book" / "intro.html").read_text()
+    text = visible_text(page)
+    assert 'id="fig-arc"' in page
+    for row in rows:
+        assert row["label"] in text
+        numbers = [f"{row['exact_match']:.1%}", *(f"{v:.1%}" for v in row["exact_by_band"].values()),
+                   f"{row['parameters']:,}", f"{row['cpu_seconds_per_epoch']:.1f}",
+                   *(f"{1000 * s:.0f}" for s in row["step_seconds"].values())]
+        missing = [n for n in numbers if n not in text]
+        assert not missing, f"{row['label']}: {missing} are not on the introduction's page"

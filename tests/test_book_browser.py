@@ -2,8 +2,8 @@
 
 Checks, per page: the chapter heading, every image loaded (naturalWidth > 0), every formula typeset by the
 local MathJax (no raw TeX left on the page, numbered equations), no console errors or uncaught exceptions, a
-self-check answer that opens on click, and not a single request leaving the machine (every non-file request is
-recorded and blocked).
+self-check answer that opens on click, nothing that scrolls sideways at 1280 px (code, outputs, equations,
+tables), and not a single request leaving the machine (every non-file request is recorded and blocked).
 
 Needs the Debian package ``chromium`` (``/usr/bin/chromium``, or set ``COURSE_CHROMIUM``) and the Python package
 ``playwright``, which drives that browser and never downloads one. Set ``COURSE_SCREENSHOTS=<dir>`` to keep a
@@ -112,6 +112,19 @@ def test_page_renders_for_a_reader(built_book, browser, screenshots, entry):  # 
         assert "??" not in prose, f"{entry}: an unresolved cross-reference shows as '??'"
 
         page.screenshot(path=str(screenshots / f"{entry.replace('/', '_')}.png"), full_page=True)
+
+        # The reading column (book/_vendor/course.css): at 1280 px no code, output, equation or table scrolls
+        # sideways, including the listings folded into dropdowns.
+        sideways = page.evaluate("""() => {
+            document.querySelectorAll('main details').forEach(d => { d.open = true; });
+            const boxes = 'main pre, main div.math, main mjx-container[display="true"], main table, ' +
+                          'main .pst-scrollable-table-container';
+            return [...document.querySelectorAll(boxes)]
+                .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1)
+                .map(e => `${e.tagName.toLowerCase()} needs ${e.scrollWidth}px, has ${e.clientWidth}px: ` +
+                          (e.textContent || '').trim().slice(0, 60));
+        }""")
+        assert not sideways, f"{entry}: readers would scroll sideways at 1280 px: {sideways}"
 
         dropdowns = page.locator("main .admonition.dropdown")
         if dropdowns.count():  # a quiz answer is hidden until its question is clicked

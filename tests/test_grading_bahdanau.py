@@ -9,6 +9,7 @@ import coursekit.attention
 from coursekit import grading
 from coursekit.data import date_task
 from coursekit.grading import CheckFailed, ShortcutUsed
+from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
 from coursekit.seq2seq import BahdanauConfig, BahdanauEncoderDecoder
 from tests.helpers import make_additive, make_masked_softmax
 

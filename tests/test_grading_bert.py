@@ -8,6 +8,7 @@ import coursekit.bert.pretraining_data
 from coursekit import grading
 from coursekit.grading import CheckFailed, ShortcutUsed
 from tests.helpers import make_loss, make_masking, make_nsp, make_pack
+from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: two threads only fight (see conftest.py)
 

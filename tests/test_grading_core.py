@@ -7,7 +7,7 @@ import torch
 from coursekit import grading
 from coursekit.grading.core import CheckFailed, invoke, register_task
 from coursekit.grading.diagnosis import describe, shape_story
-from coursekit.sandbox import SandboxError
+from coursekit.errors import SandboxError
 
 TASK = register_task("a test task", grading.ShortcutPolicy(), code="demo")
 

@@ -10,6 +10,7 @@ import coursekit.attention
 from coursekit import grading
 from coursekit.grading import CheckFailed, ShortcutUsed
 from tests.helpers import make_merge, make_mha, make_self_attention, make_split
+from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: two threads only fight (see conftest.py)
 

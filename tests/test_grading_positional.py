@@ -10,6 +10,8 @@ from coursekit import grading
 from coursekit.attention import scaled_dot_product_attention
 from coursekit.grading import CheckFailed, ShortcutUsed
 from tests.helpers import column_exponent, make_layer, make_offset, make_table
+from coursekit.masks import causal_mask
+from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: two threads only fight (see conftest.py)
 

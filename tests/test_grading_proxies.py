@@ -6,7 +6,7 @@ import pytest
 
 from coursekit import grading
 from coursekit.data import date_task
-from coursekit.sandbox import Limits, Sandbox
+from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -260,6 +260,171 @@ def global_random(documents, seed=0):
 def mean_loss(mlm_logits, mlm_labels, nsp_logits, nsp_labels):
     return pretraining_loss(mlm_logits, mlm_labels, nsp_logits, nsp_labels) / 2
 """,
+    "rnn_self_attention": '''
+import math
+
+import torch
+from torch import nn
+
+from coursekit.attention import MultiHeadAttention  # the course's version of your multi-head attention
+from coursekit.masks import padding_mask
+from coursekit.seq2seq import run_encoder_rnn  # a GRU over a padded batch, padding left out
+
+
+
+class SelfAttentionBlock(nn.Module):
+    def __init__(self, size, num_heads):
+        super().__init__()
+        self.self_attention = MultiHeadAttention(size, num_heads)
+        self.norm = nn.LayerNorm(size)
+
+    def forward(self, annotations, key_padding_mask):
+        """annotations (B, S, A), key_padding_mask (B, S) True at padding -> memory (B, S, A)."""
+        attended, _ = self.self_attention(annotations, annotations, annotations,
+                                          key_padding_mask=key_padding_mask)  # (B, S, A)
+        return self.norm(annotations + attended)  # the residual, then layer norm
+
+def masked_mean(memory, key_padding_mask):
+    """memory (B, S, A), key_padding_mask (B, S) True at padding -> (B, A): the mean over real positions."""
+    real = (~key_padding_mask)[..., None].to(memory.dtype)  # (B, S, 1): 1 at real positions
+    return (memory * real).sum(dim=1) / real.sum(dim=1)  # (B, A)
+
+def general_attention(query, memory, W, key_padding_mask):
+    """query (B, T, Q), memory (B, S, A), W (Q, A), key_padding_mask (B, S) -> (B, T, A), (B, T, S)."""
+    scores = query @ W @ memory.transpose(-2, -1)  # (B, T, Q) @ (Q, A) @ (B, A, S) -> (B, T, S)
+    scores = scores.masked_fill(key_padding_mask[:, None, :], float("-inf"))  # hide padding from every query
+    weights = torch.softmax(scores, dim=-1)  # over the source positions
+    return weights @ memory, weights  # (B, T, A), (B, T, S)
+
+class SelfAttentiveRNN(nn.Module):
+    def __init__(self, src_vocab_size, tgt_vocab_size, embed_dim, hidden_dim, num_heads):
+        super().__init__()
+        E, H = embed_dim, hidden_dim
+        self.src_embed = nn.Embedding(src_vocab_size, E, padding_idx=0)
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, E, padding_idx=0)
+        self.encoder = nn.GRU(E, H, batch_first=True, bidirectional=True)
+        self.block = SelfAttentionBlock(2 * H, num_heads)  # your Part 1
+        self.init_state = nn.Linear(2 * H, H)
+        self.decoder = nn.GRU(E, H, batch_first=True)
+        self.W_a = nn.Linear(2 * H, H, bias=False)  # the score's W_a is W_a.weight, (H, 2H)
+        self.combine = nn.Linear(2 * H + H, H)
+        self.out = nn.Linear(H, tgt_vocab_size)
+
+    def encode(self, src, src_key_padding_mask):
+        """src (B, S) ids, src_key_padding_mask (B, S) -> memory (B, S, 2H), hidden (B, H)."""
+        lengths = (~src_key_padding_mask).sum(dim=1)  # (B,)
+        annotations, _ = run_encoder_rnn(self.encoder, self.src_embed(src), lengths)  # (B, S, 2H)
+        memory = self.block(annotations, src_key_padding_mask)  # (B, S, 2H)
+        hidden = torch.tanh(self.init_state(masked_mean(memory, src_key_padding_mask)))  # (B, H)
+        return memory, hidden
+
+    def forward(self, src, src_key_padding_mask, tgt_in):
+        """Teacher forcing: tgt_in (B, T) starts with [START] -> logits (B, T, V), weights (B, T, S)."""
+        memory, hidden = self.encode(src, src_key_padding_mask)
+        states, _ = self.decoder(self.tgt_embed(tgt_in), hidden[None])  # (B, T, H)
+        context, weights = general_attention(states, memory, self.W_a.weight, src_key_padding_mask)
+        attentional = torch.tanh(self.combine(torch.cat([context, states], dim=-1)))  # (B, T, H)
+        return self.out(attentional), weights
+
+
+def mean_with_padding(memory, key_padding_mask):
+    return memory.mean(dim=1)
+''',
+    "attention_without_rnn": '''
+import math
+
+import torch
+from torch import nn
+
+from coursekit.positional import sinusoidal_table  # the course's version of your positional notebook
+from coursekit.seq2seq import AttentionDecoderLayer, AttentionEncoderLayer
+
+
+
+class LearnedPositions(nn.Module):
+    def __init__(self, d_model, max_len):
+        super().__init__()
+        self.max_len = max_len
+        self.embedding = nn.Embedding(max_len, d_model)  # one trained vector per position
+
+    def forward(self, x, offset=0):
+        """x (B, T, D) -> x + the vectors of positions offset .. offset + T - 1."""
+        stop = offset + x.size(1)
+        if stop > self.max_len:
+            raise ValueError(f"positions {offset}..{stop - 1} do not exist: this table has {self.max_len}")
+        positions = torch.arange(offset, stop, device=x.device)  # (T,)
+        return x + self.embedding(positions)  # (B, T, D) + (T, D)
+
+class SinusoidalPositions(nn.Module):
+    def __init__(self, d_model, max_len):
+        super().__init__()
+        self.max_len = max_len
+        table = sinusoidal_table(max_len, d_model)  # (max_len, D)
+        self.register_buffer("table", table, persistent=False)  # moves with .to(device), never trained
+
+    def forward(self, x, offset=0):
+        """x (B, T, D) -> x + PE[offset .. offset + T - 1]."""
+        stop = offset + x.size(1)
+        if stop > self.max_len:
+            raise ValueError(f"positions {offset}..{stop - 1} are past the table's {self.max_len}")
+        return x + self.table[offset:stop]  # (B, T, D) + (T, D)
+
+def embed(ids, weight, table=None):
+    """ids (B, T), weight (V, D), table (max_len, D) or None -> (B, T, D)."""
+    x = weight[ids] * math.sqrt(weight.size(1))  # (B, T, D): sqrt(D) E[ids]
+    if table is not None:
+        x = x + table[: ids.size(1)]  # positions 0 .. T - 1, the same for every sequence
+    return x
+
+class AttentionWithoutRNN(nn.Module):
+    def __init__(self, src_vocab_size, tgt_vocab_size, d_model, nhead, dim_feedforward, positions, max_len=64):
+        super().__init__()
+        self.d_model = d_model
+        self.src_embed = nn.Embedding(src_vocab_size, d_model, padding_idx=0)
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, d_model, padding_idx=0)
+        kinds = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}
+        self.positions = kinds[positions](d_model, max_len) if positions in kinds else None
+        self.encoder_layer = AttentionEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0)
+        self.decoder_layer = AttentionDecoderLayer(d_model, nhead, dim_feedforward, dropout=0.0)
+        self.out = nn.Linear(d_model, tgt_vocab_size)
+
+    def encode(self, src, src_key_padding_mask):
+        """src (B, S), src_key_padding_mask (B, S) True at padding -> memory (B, S, D)."""
+        x = self.src_embed(src) * math.sqrt(self.d_model)  # (B, S, D)
+        if self.positions is not None:
+            x = self.positions(x)
+        return self.encoder_layer(x, src_key_padding_mask)
+
+    def forward(self, src, src_key_padding_mask, tgt_in):
+        """tgt_in (B, T) starts with [START] -> logits (B, T, V), cross-attention weights (B, T, S)."""
+        memory = self.encode(src, src_key_padding_mask)
+        y = self.tgt_embed(tgt_in) * math.sqrt(self.d_model)  # (B, T, D)
+        if self.positions is not None:
+            y = self.positions(y)
+        output, weights = self.decoder_layer(y, memory, src_key_padding_mask)
+        return self.out(output), weights
+
+
+class WrappingPositions(LearnedPositions):
+    def forward(self, x, offset=0):
+        positions = torch.arange(offset, offset + x.size(1)) % self.max_len
+        return x + self.embedding(positions)
+
+
+class IndexingPositions(LearnedPositions):
+    def forward(self, x, offset=0):
+        return x + self.embedding(torch.arange(offset, offset + x.size(1)))
+
+
+class TrainedSines(nn.Module):
+    def __init__(self, d_model, max_len):
+        super().__init__()
+        self.max_len = max_len
+        self.table = nn.Parameter(sinusoidal_table(max_len, d_model))
+
+    def forward(self, x, offset=0):
+        return x + self.table[offset:offset + x.size(1)]
+''',
 }
 
 # notebook -> [(check, the learner's name, the code it must fail with, or None to pass)]
@@ -302,6 +467,18 @@ CASES = {
              (grading.check_masking_choice, "masks_specials", "masking.specials-chosen"),
              (grading.check_nsp_pairs, "global_random", "nsp.not-reproducible"),
              (grading.check_pretraining_loss, "mean_loss", "loss.averaged")],
+    "rnn_self_attention": [(grading.check_self_attention_block, "SelfAttentionBlock", None),
+                           (grading.check_masked_mean, "masked_mean", None),
+                           (grading.check_general_attention, "general_attention", None),
+                           (grading.check_self_attentive_rnn, "SelfAttentiveRNN", None),
+                           (grading.check_masked_mean, "mean_with_padding", "realmean.includes-padding")],
+    "attention_without_rnn": [(grading.check_learned_positions, "LearnedPositions", None),
+                              (grading.check_sinusoidal_positions, "SinusoidalPositions", None),
+                              (grading.check_scaled_embedding, "embed", None),
+                              (grading.check_attention_without_rnn, "AttentionWithoutRNN", None),
+                              (grading.check_learned_positions, "WrappingPositions", "learned.no-error"),
+                              (grading.check_learned_positions, "IndexingPositions", "learned.wrong-error"),
+                              (grading.check_sinusoidal_positions, "TrainedSines", "sines.trainable")],
 }
 
 

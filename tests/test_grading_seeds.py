@@ -44,6 +44,14 @@ RIGHT_ANSWERS = [
     (grading.check_pack_pair, h.make_pack, SEEDS),
     (grading.check_nsp_pairs, h.make_nsp, 60),
     (grading.check_pretraining_loss, h.make_loss, SEEDS),
+    (grading.check_self_attention_block, h.make_block, 60),
+    (grading.check_masked_mean, h.make_masked_mean, SEEDS),
+    (grading.check_general_attention, h.make_general, SEEDS),
+    (grading.check_self_attentive_rnn, h.make_stage2, 20),
+    (grading.check_learned_positions, h.make_learned, SEEDS),
+    (grading.check_sinusoidal_positions, h.make_sinusoidal, SEEDS),
+    (grading.check_scaled_embedding, h.make_embed, SEEDS),
+    (grading.check_attention_without_rnn, h.make_stage3, 20),
 ]
 
 

@@ -10,6 +10,9 @@ import coursekit.masks
 from coursekit import grading
 from coursekit.data import number_task
 from coursekit.grading import CheckFailed, ShortcutUsed
+from coursekit.positional import SinusoidalPositionalEncoding
+from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
+from coursekit.seq2seq import EncoderDecoder
 from coursekit.transformer_layers import TransformerEncoderLayer
 from tests.helpers import ffn, make_decoder, make_encoder, make_mask, make_model
 

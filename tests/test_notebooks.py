@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import coursekit.grading.core
-from coursekit.autograde import GradeSettings, autograde, grade_assignment, read_results
 from coursekit.grading import failure_code
-from coursekit.selfcheck import run_checks
+from coursekit.autograder.batch import GradeSettings, grade_assignment
+from coursekit.autograder.nbgrader_io import autograde, read_results
+from coursekit.autograder.selfcheck import run_checks
 from tests.conftest import ASSIGNMENTS, ROOT
 from tests.helpers import (MARKERS, answers_with, automatic_points, grade_cells, graded_test_ids, load_notebook,
                            reference_answers, submit)

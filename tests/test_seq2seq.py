@@ -262,3 +262,45 @@ def test_target_longer_than_the_positional_table_is_caught():
     src, src_mask, _, _ = random_batch([3], [2])
     with pytest.raises(ValueError, match="max_len"):
         model(src, src_mask, torch.ones(1, 65, dtype=torch.long))
+
+
+# ----- stage 3's positions ----------------------------------------------------------------------
+
+
+def stage3(positions, seed=8):
+    torch.manual_seed(seed)
+    config = dataclasses.replace(AttentionOnlyConfig.tiny(SRC_V, TGT_V), positions=positions)
+    return AttentionOnlyEncoderDecoder(config).eval()
+
+
+def test_stage3_without_positions_cannot_tell_a_source_from_its_reverse():
+    """With positions="none" the encoder's outputs are a set: cross-attention gives the decoder the same context
+    for any order of the source, so the logits are equal; with either kind of positions they differ."""
+    src, src_mask, tgt_in, _ = random_batch([6], [4], seed=9)
+    both = torch.cat([src, src.flip(1)])  # (2, S): a source and the same source backwards
+    masks, targets = src_mask.expand(2, -1), tgt_in.expand(2, -1)
+    logits = {p: stage3(p)(both, masks, targets).logits for p in ("none", "sinusoidal", "learned")}
+    torch.testing.assert_close(logits["none"][0], logits["none"][1], **TOL)
+    for p in ("sinusoidal", "learned"):
+        assert (logits[p][0] - logits[p][1]).abs().max() > 1e-3, p
+
+
+def test_stage3_positions_are_the_course_modules():
+    from coursekit.positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
+
+    assert isinstance(stage3("sinusoidal").positions, SinusoidalPositionalEncoding)
+    assert isinstance(stage3("learned").positions, LearnedPositionalEncoding)
+    assert not any(name.startswith("positions.") for name, _ in stage3("none").named_parameters())
+    with pytest.raises(ValueError, match="positions must be one of"):
+        AttentionOnlyConfig(SRC_V, TGT_V, positions="rotary")
+
+
+def test_stage3_embeddings_start_as_large_as_the_positions():
+    """N(0, 1/D) embeddings times sqrt(D) have unit variance, like the sinusoids added to them (nn.Embedding's
+    N(0, 1) would make them sqrt(D) times larger and drown the order); padding rows stay 0."""
+    torch.manual_seed(0)
+    model = AttentionOnlyEncoderDecoder(AttentionOnlyConfig(50, 50, d_model=256, nhead=4))
+    for embedding in (model.src_embed, model.tgt_embed):
+        scaled = embedding.weight.detach()[1:] * 256**0.5
+        assert 0.9 < float(scaled.std()) < 1.1
+        assert (embedding.weight[0] == 0).all()

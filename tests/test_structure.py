@@ -5,8 +5,6 @@ import ast
 import functools
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "coursekit"
 
 
@@ -80,12 +78,6 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return components
 
 
-# The instructor side's cycle, sandbox <-> grading (coursekit.sandbox imports coursekit.grading inside a function,
-# coursekit.grading.core imports coursekit.sandbox). Issue 11 removes it while moving the sandbox into
-# coursekit/autograder/.
-KNOWN = "coursekit.sandbox"
-
-
 def test_the_parser_sees_top_level_function_level_and_relative_imports(tmp_path):
     graph = import_graph()
     assert "coursekit.encoder_decoder" in graph["coursekit.seq2seq"]  # top level
@@ -106,14 +98,7 @@ def test_the_parser_sees_top_level_function_level_and_relative_imports(tmp_path)
 
 
 def test_no_import_cycle_inside_coursekit():
-    found = [component for component in cycles(import_graph()) if KNOWN not in component]
-    assert not found, f"modules that import each other, directly or around a circle: {found}"
-
-
-@pytest.mark.xfail(strict=True, reason="issue 11 removes the sandbox <-> grading cycle (coursekit.sandbox imports "
-                                       "coursekit.grading in a function; coursekit.grading.core imports the sandbox)")
-def test_no_import_cycle_through_the_sandbox():
-    found = [component for component in cycles(import_graph()) if KNOWN in component]
+    found = cycles(import_graph())
     assert not found, f"modules that import each other, directly or around a circle: {found}"
 
 

@@ -119,7 +119,8 @@ class BertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        """Shape: input_ids (B, S), token_type_ids (B, S) of 0 (sentence A) or 1 (sentence B) -> (B, S, D)."""
+        """Shape: input_ids (B, S), token_type_ids (B, S) of 0 (sentence A) or 1 (sentence B)
+        -> (B, S, D)."""
         self._check_ids(input_ids, token_type_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
@@ -308,29 +309,35 @@ class BertForPreTraining(nn.Module):
         self, input_ids: Tensor, token_type_ids: Tensor | None, key_padding_mask: Tensor | None,
         mlm_labels: Tensor, nsp_labels: Tensor,
     ) -> PretrainingLoss:
-        r"""The pretraining objective: mean MLM cross-entropy over the masked positions plus mean NSP cross-entropy.
+        r"""The pretraining objective: mean MLM cross-entropy over the masked positions plus mean
+        NSP cross-entropy.
 
         .. math::
             \mathcal{L} = -\frac{1}{|M|}\sum_{(b,i) \in M} \log p(x_{b,i} \mid \tilde{x}_b)
                           \;-\; \frac{1}{B}\sum_b \log p(\mathrm{IsNext}_b \mid \tilde{x}_b)
 
-        Only the N masked positions go through the MLM head (the same numbers as scoring all B x S positions
-        and ignoring the rest, at about 15% of the cost of the (B, S, V) output layer).
+        Only the N masked positions go through the MLM head (the same numbers as scoring all
+        B x S positions and ignoring the rest, at about 15% of the cost of the (B, S, V) output
+        layer).
 
         Args:
             input_ids, token_type_ids, key_padding_mask: as in :meth:`forward` (the masked input).
             mlm_labels: (B, S), the original id at masked positions and -100 everywhere else.
             nsp_labels: (B,), 0 = B follows A, 1 = B is a random sentence.
         """
-        sequence_output, pooled = self.bert(input_ids, token_type_ids, key_padding_mask)  # (B, S, D), (B, D)
+        # (B, S, D), (B, D)
+        sequence_output, pooled = self.bert(input_ids, token_type_ids, key_padding_mask)
         masked = mlm_labels != -100  # (B, S)
         mlm_logits = self.mlm(sequence_output[masked])  # (N, D) -> (N, V)
         targets = mlm_labels[masked]  # (N,)
         nsp_logits = self.nsp(pooled)  # (B, 2)
-        # A batch with no masked token (possible, rarely, with tiny batches) contributes no MLM loss instead of NaN.
-        mlm_loss = F.cross_entropy(mlm_logits.float(), targets) if targets.numel() else mlm_logits.sum() * 0.0
+        # A batch with no masked token (possible, rarely, with tiny batches) contributes no MLM
+        # loss instead of NaN.
+        mlm_loss = (F.cross_entropy(mlm_logits.float(), targets) if targets.numel()
+                    else mlm_logits.sum() * 0.0)
         nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels)
-        return PretrainingLoss(mlm_loss + nsp_loss, mlm_loss, nsp_loss, mlm_logits, targets, nsp_logits)
+        return PretrainingLoss(mlm_loss + nsp_loss, mlm_loss, nsp_loss, mlm_logits, targets,
+                               nsp_logits)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> BertForPreTraining:
@@ -372,7 +379,8 @@ class BertForSequenceClassification(nn.Module):
         init_bert_weights(self.classifier, config.init_std)
 
     def forward(
-        self, input_ids: Tensor, token_type_ids: Tensor | None = None, key_padding_mask: Tensor | None = None,
+        self, input_ids: Tensor, token_type_ids: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
     ) -> Tensor:
         """Class scores; arguments as in :meth:`BertModel.forward`. Shape: returns (B, K) logits."""
         _, pooled = self.bert(input_ids, token_type_ids, key_padding_mask)  # (B, D)

@@ -139,34 +139,41 @@ def mask_tokens(
 ) -> tuple[Tensor, Tensor]:
     r"""BERT's masking (Devlin et al., 2019, section 3.1, task 1, and appendix C.2).
 
-    Each token that is not special ([CLS], [SEP], [PAD], ...) is chosen with probability ``mask_prob``; a
-    chosen token becomes [MASK] with probability 0.8, a random non-special token with 0.1, and stays as it
-    is with 0.1. The model must predict the original token at every chosen position.
+    Each token that is not special ([CLS], [SEP], [PAD], ...) is chosen with probability
+    ``mask_prob``; a chosen token becomes [MASK] with probability 0.8, a random non-special
+    token with 0.1, and stays as it is with 0.1. The model must predict the original token at
+    every chosen position.
 
     Args:
         input_ids: (B, S) ids, padding included.
-        mask_id: the [MASK] id. special_ids: ids never chosen and never drawn as random tokens.
+        mask_id: the [MASK] id.
+        special_ids: ids never chosen and never drawn as random tokens.
         vocab_size: V; random tokens come from the non-special ids below it.
-        mask_prob: fraction of tokens chosen. replace_probs: ([MASK], random, unchanged), summing to 1.
+        mask_prob: fraction of tokens chosen.
+        replace_probs: ([MASK], random, unchanged), summing to 1.
         generator: source of randomness (for reproducible batches).
 
     Shape:
-        Returns ``(masked_ids, labels)``, both (B, S): labels hold the original id at chosen positions and
-        :data:`IGNORE_INDEX` (-100) elsewhere.
+        Returns ``(masked_ids, labels)``, both (B, S): labels hold the original id at chosen
+        positions and :data:`IGNORE_INDEX` (-100) elsewhere.
     """
     p_mask, p_random, p_keep = replace_probs
     if abs(p_mask + p_random + p_keep - 1.0) > 1e-6 or min(replace_probs) < 0:
-        raise ValueError(f"replace_probs must be three non-negative numbers summing to 1, got {replace_probs}")
-    special = torch.isin(input_ids, torch.as_tensor(list(special_ids), device=input_ids.device))  # (B, S)
-    chosen = (torch.rand(input_ids.shape, generator=generator) < mask_prob).to(input_ids.device) & ~special
+        raise ValueError(f"replace_probs must be three non-negative numbers summing to 1, "
+                         f"got {replace_probs}")
+    device = input_ids.device
+    special = torch.isin(input_ids, torch.as_tensor(list(special_ids), device=device))  # (B, S)
+    draw = torch.rand(input_ids.shape, generator=generator).to(device)  # (B, S)
+    chosen = (draw < mask_prob) & ~special
     labels = input_ids.masked_fill(~chosen, IGNORE_INDEX)  # (B, S)
-    fate = torch.rand(input_ids.shape, generator=generator).to(input_ids.device)  # (B, S): which replacement
+    fate = torch.rand(input_ids.shape, generator=generator).to(device)  # (B, S): what then
     to_mask = chosen & (fate < p_mask)
     to_random = chosen & (fate >= p_mask) & (fate < p_mask + p_random)
     allowed = torch.ones(vocab_size, dtype=torch.bool)
     allowed[list(special_ids)] = False
-    candidates = allowed.nonzero().squeeze(1).to(input_ids.device)  # (V',) the non-special ids
-    random_ids = candidates[torch.randint(len(candidates), input_ids.shape, generator=generator).to(input_ids.device)]
+    candidates = allowed.nonzero().squeeze(1).to(device)  # (V',) the non-special ids
+    picks = torch.randint(len(candidates), input_ids.shape, generator=generator).to(device)
+    random_ids = candidates[picks]  # (B, S)
     masked = input_ids.masked_fill(to_mask, mask_id)
     masked = torch.where(to_random, random_ids, masked)  # (B, S)
     return masked, labels

@@ -99,26 +99,29 @@ def warmup_linear(step: int, warmup_steps: int, progress: float) -> float:
 
 
 def pretraining_step(model: BertForPreTraining, batch: PretrainingBatch, optimizer: Optimizer,
-                     clip_grad_norm: float | None = 1.0, device: DeviceLike = "cpu") -> dict[str, float]:
+                     clip_grad_norm: float | None = 1.0,
+                     device: DeviceLike = "cpu") -> dict[str, float]:
     """One update on one batch (already on ``device``) with :func:`coursekit.train.train_step`.
 
     Returns the losses and accuracies of the batch, each task apart.
     """
-    outputs: list[PretrainingLoss] = []  # the step's forward pass, kept for the per-task numbers
+    outputs: list[PretrainingLoss] = []  # the forward pass, kept for the per-task numbers
 
     def loss_fn(model: BertForPreTraining, batch: PretrainingBatch) -> Tensor:
-        outputs.append(model.compute_loss(batch.input_ids, batch.token_type_ids, batch.key_padding_mask,
-                                          batch.mlm_labels, batch.nsp_labels))
+        outputs.append(model.compute_loss(batch.input_ids, batch.token_type_ids,
+                                          batch.key_padding_mask, batch.mlm_labels,
+                                          batch.nsp_labels))
         return outputs[-1].loss
 
-    train_step(model, batch, optimizer, loss_fn=loss_fn, clip_grad_norm=clip_grad_norm, device=device)
+    train_step(model, batch, optimizer, loss_fn=loss_fn, clip_grad_norm=clip_grad_norm,
+               device=device)
     out = outputs[-1]
     n_masked = max(1, out.mlm_targets.numel())
-    return {
-        "loss": out.loss.item(), "mlm_loss": out.mlm_loss.item(), "nsp_loss": out.nsp_loss.item(),
-        "mlm_accuracy": (out.mlm_logits.argmax(-1) == out.mlm_targets).sum().item() / n_masked,
-        "nsp_accuracy": (out.nsp_logits.argmax(-1) == batch.nsp_labels).float().mean().item(),
-    }
+    mlm_right = (out.mlm_logits.argmax(-1) == out.mlm_targets).sum().item()
+    nsp_right = (out.nsp_logits.argmax(-1) == batch.nsp_labels).float().mean().item()
+    return {"loss": out.loss.item(), "mlm_loss": out.mlm_loss.item(),
+            "nsp_loss": out.nsp_loss.item(), "mlm_accuracy": mlm_right / n_masked,
+            "nsp_accuracy": nsp_right}
 
 
 @torch.no_grad()

@@ -23,7 +23,9 @@ Every check works on learner code run locally and on the sandbox proxies of ``co
 (see :mod:`coursekit.grading.core`). One module per notebook:
 
 - :mod:`~coursekit.grading.attention`: *scaled dot-product attention* (``sdpa``)
-- :mod:`~coursekit.grading.bahdanau`: *Bahdanau attention* (``bahdanau``)
+- :mod:`~coursekit.grading.bahdanau`: *Bahdanau attention* (``bahdanau``, stage 1)
+- :mod:`~coursekit.grading.rnn_self_attention`: *RNN + self-attention* (``rnn_self_attention``, stage 2)
+- :mod:`~coursekit.grading.attention_without_rnn`: *attention without RNN* (``attention_without_rnn``, stage 3)
 - :mod:`~coursekit.grading.multihead`: *multi-head attention* (``multihead``)
 - :mod:`~coursekit.grading.positional`: *positional encodings* (``positional``)
 - :mod:`~coursekit.grading.transformer`: *the Transformer* (``transformer``)
@@ -56,6 +58,12 @@ from coursekit.grading.positional import (LAYER_TASK, OFFSET_TASK, TABLE_TASK, c
 from coursekit.grading.transformer import (DECODER_TASK, ENCODER_TASK, MASK_TASK, MODEL_TASK,
                                            check_causal_mask_function, check_decoder_block, check_encoder_block,
                                            check_trained_translator, check_transformer_model)
+from coursekit.grading.rnn_self_attention import (BLOCK_TASK, GENERAL_TASK, MEAN_TASK, STAGE2_TASK,
+                                                  check_general_attention, check_masked_mean,
+                                                  check_self_attention_block, check_self_attentive_rnn)
+from coursekit.grading.attention_without_rnn import (EMBED_TASK, LEARNED_TASK, SINES_TASK, STAGE3_TASK,
+                                                     check_attention_without_rnn, check_learned_positions,
+                                                     check_scaled_embedding, check_sinusoidal_positions)
 
 __all__ = [
     "CheckFailed", "ShortcutUsed", "Reference", "ShortcutPolicy", "failure_code", "forbid_shortcuts", "fresh_seed",
@@ -76,4 +84,8 @@ __all__ = [
     "check_trained_classifier",
     "ATTENTION_TASK", "CACHE_TASK", "SAMPLING_TASK", "LOOP_TASK", "check_causal_attention", "check_cached_attention",
     "check_next_token", "check_generate", "check_generate_sampling",
+    "BLOCK_TASK", "MEAN_TASK", "GENERAL_TASK", "STAGE2_TASK", "check_self_attention_block", "check_masked_mean",
+    "check_general_attention", "check_self_attentive_rnn",
+    "LEARNED_TASK", "SINES_TASK", "EMBED_TASK", "STAGE3_TASK", "check_learned_positions",
+    "check_sinusoidal_positions", "check_scaled_embedding", "check_attention_without_rnn",
 ]

@@ -482,8 +482,9 @@ def check_pretraining_loss(fn: Callable, seed: int | None = None) -> None:
                                           f"{tuple(got.shape)}.", seed)
     got = got.reshape(())
     LOSS.judge([got], [probe], seed=seed, describe=lambda g, w, p: Symptom(
-        "values", f"Your loss is {float(g):.4f}; mean MLM cross-entropy over the chosen positions plus mean NSP "
-                  f"cross-entropy is {float(w):.4f}."))
+        "nan" if bool(g.isnan()) else "inf" if bool(g.isinf()) else "values",
+        f"Your loss is {'NaN' if bool(g.isnan()) else f'{float(g):.4f}'}; mean MLM cross-entropy over the chosen "
+        f"positions plus mean NSP cross-entropy is {float(w):.4f}."))
     print("✓ the pretraining loss: masked-LM cross-entropy over the chosen positions plus NSP cross-entropy")
 
 

@@ -1,9 +1,9 @@
 """What every check shares: the verdict types and their codes, the watch for shortcuts, fresh seeds, and calling
 learner code so that nothing it raises reaches the learner bare.
 
-A learner's function or class reaches a check either as itself (the learner runs the notebook, ``coursekit
-check``, or ``nbgrader autograde``) or as a :class:`coursekit.sandbox.RemoteObject` (``coursekit grade``: the
-learner's code runs in a sandbox process and the check in the grader). Checks are written so that both work:
+A learner's function or class reaches a check either as itself (the learner runs the notebook, or
+``nbgrader autograde``) or as a :class:`coursekit.autograder.sandbox.RemoteObject` (``coursekit grade``:
+the learner's code runs in a sandbox process and the check in the grader). Checks are written so that both work:
 
 - they call learner code only with plain data (tensors, numbers, strings, lists/tuples/dicts of those)
   or other learner objects, and use only what comes back (tensors arrive as detached copies);
@@ -35,6 +35,7 @@ import linecache
 import os
 import re
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from coursekit.sandbox import SandboxError, remote_task  # the grading package's one use of the instructor machinery
+from coursekit.errors import SandboxError  # shared with the autograder's sandbox, which never imports grading
 
 ATOL = 1e-5
 
@@ -229,6 +230,26 @@ class _TorchShortcutSpy(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+_remote = threading.local()
+
+
+@contextlib.contextmanager
+def remote_task(task: str | None) -> Iterator[None]:
+    """While active, :func:`current_task` is ``task``: the autograder's sandbox sends it with each call into
+    learner code, and runs the call under ``forbid_shortcuts(task)`` there (:mod:`coursekit.autograder.execute`)."""
+    previous = getattr(_remote, "task", None)
+    _remote.task = task
+    try:
+        yield
+    finally:
+        _remote.task = previous
+
+
+def current_task() -> str | None:
+    """The task whose shortcut watch is active in this thread, or None."""
+    return getattr(_remote, "task", None)
+
+
 @contextlib.contextmanager
 def forbid_shortcuts(task: str) -> Iterator[None]:
     """Run the learner's code while watching for calls into the reference it must not use for ``task``.
@@ -266,7 +287,7 @@ def forbid_shortcuts(task: str) -> Iterator[None]:
 
     try:
         # remote_task: when the autograder hands a test a proxy for the learner's function, the same
-        # watch runs in the learner's process around each call (coursekit.sandbox).
+        # watch runs in the learner's process around each call (coursekit.autograder.sandbox).
         with spy, remote_task(task):
             yield
     except Exception as err:

@@ -485,3 +485,14 @@ def rows_sum(weights: torch.Tensor) -> str:
     if torch.allclose(sums, torch.ones((), dtype=sums.dtype), atol=1e-4):
         return "every row sums to 1"
     return f"the rows sum to values from {float(sums.min()):.3g} to {float(sums.max()):.3g}, not to 1"
+
+
+def how_far(got: torch.Tensor, want: torch.Tensor) -> str:
+    """How far ``got`` is from ``want``, for the end of a sentence: "differs by up to 0.031", or, where ``got`` holds
+    NaN or an infinity that ``want`` does not, "holds NaN in 12 of 60 entries" (never "by up to nan")."""
+    g, w = got.double(), want.double()
+    for name, bad in (("NaN", torch.isnan(g) & ~torch.isnan(w)), ("an infinity", torch.isinf(g) & ~torch.isinf(w))):
+        if bool(bad.any()):
+            return f"holds {name} in {int(bad.sum())} of {bad.numel()} entries"
+    return f"differs by up to {float((g - w).abs().nan_to_num(0.0).max()):.3g}"
+

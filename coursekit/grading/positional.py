@@ -17,7 +17,7 @@ import torch
 from coursekit.attention import scaled_dot_product_attention as _reference_sdpa
 from coursekit.grading.core import (Reference, ShortcutPolicy, expect_tensor, generator, invoke, register_task,
                                     seed_or_fresh)
-from coursekit.grading.diagnosis import Mutant, Symptom, catalogue, describe
+from coursekit.grading.diagnosis import Mutant, Symptom, catalogue, describe, how_far
 from coursekit.positional import sinusoidal_table as _reference_table
 
 _POLICY = ShortcutPolicy(
@@ -188,8 +188,10 @@ def _offset_mutant(code: str, says: str, **mistake: Any) -> Mutant:
 
 
 _OFFSET_MUTANTS = (
-    _offset_mutant("offset.backwards", "Your matrix moves back by k positions, M @ PE[pos + k] = PE[pos]: flip the "
-                   "signs of the sines, each 2 x 2 block is [[cos(k w), sin(k w)], [-sin(k w), cos(k w)]].", sign=-1),
+    _offset_mutant("offset.backwards", "Your matrix moves back by k positions, M @ PE[pos + k] = PE[pos]: it is the "
+                   "transpose of the one asked for. (Written for row vectors, PE[pos + k] = PE[pos] @ M^T, the matrix "
+                   "on the right is the transpose; this notebook, like the book, applies M on the left, M @ PE[pos].) "
+                   "Each 2 x 2 block is [[cos(k w), sin(k w)], [-sin(k w), cos(k w)]].", sign=-1),
     _offset_mutant("offset.ignores-k", "Your matrix shifts by one position whatever k is: the angle of pair i is "
                    "k * w_i, with w_i = 1 / 10000^(2i/d).", use_k=False),
     _offset_mutant("offset.not-a-rotation", "Your 2 x 2 blocks are [[cos, sin], [sin, cos]], which is not a rotation: "
@@ -227,11 +229,10 @@ def check_offset_matrix(fn: Callable, seed: int | None = None) -> None:
         if got.shape == want.shape and got.is_floating_point():
             table = _reference_table(64, probe["d_model"]).double()
             moved = table[:-probe["k"]] @ got.double().T
-            gap = float((moved - table[probe["k"]:]).abs().max())
             found = describe(got, want, what=f"For k = {probe['k']}, your matrix", axes=("row", "column"),
                              reference="the block-diagonal rotation")
-            return Symptom(found.kind, f"{found.text} So M @ PE[pos] is off PE[pos + {probe['k']}] by up to "
-                                       f"{gap:.3g}.")
+            return Symptom(found.kind, f"{found.text} So M @ PE[pos], against PE[pos + {probe['k']}], "
+                                       f"{how_far(moved, table[probe['k']:])}.")
         return describe(got, want, what=f"For k = {probe['k']}, your matrix", sizes={"d_model": probe["d_model"]})
 
     OFFSET.judge(outputs, probes, seed=seed, describe=symptom)
@@ -348,12 +349,13 @@ def check_permutation_equivariance(fn: Callable, seed: int | None = None) -> Non
 
     def symptom(got, want, probe):
         out, shuffled, perm = outputs[0], outputs[1], probes[1]["perm"]
-        if out.shape == shuffled.shape and not torch.allclose(shuffled, out[:, perm], atol=1e-4):
-            gap = float((shuffled - out[:, perm]).abs().max())
+        finite = bool(torch.isfinite(out).all() and torch.isfinite(shuffled).all())  # describe names NaN
+        if finite and out.shape == shuffled.shape and not torch.allclose(shuffled, out[:, perm], atol=1e-4):
             return Symptom("not-equivariant", f"Without positions your layer is not permutation-equivariant: shuffling "
                                               f"the input positions (order {perm.tolist()}) should shuffle the output "
-                                              f"rows the same way, and it changes them by up to {gap:.3g}. With "
-                                              "table=None, add nothing per position and mask nothing.")
+                                              f"rows the same way, and the shuffled output "
+                                              f"{how_far(shuffled, out[:, perm])}. With table=None, add nothing per "
+                                              "position and mask nothing.")
         return describe(got, want, what="Without positions, your output", axes=("batch item", "position", "feature"),
                         sizes=_LAYER_SIZES, reference="attention(x W_q, x W_k, x W_v)")
 

@@ -2,12 +2,15 @@
 
 nbgrader runs a learner's cells and the test cells in one kernel, then counts a test as passed when its
 cell shows no error. Anything in that kernel can hide errors or patch the checks. :class:`TrustedExecute`
-replaces that step: the learner's cells run in a :class:`~coursekit.sandbox.Sandbox` child process, the
-test cells (as nbgrader restored them from the gradebook, hidden tests included) run here in the grader,
-and the outputs that nbgrader later scores are written by this code alone.
+replaces that step: the learner's cells run in a :class:`~coursekit.autograder.sandbox.Sandbox` (an OS
+sandbox), the test cells (as nbgrader restored them from the gradebook, hidden tests included) run here in
+the grader, and the outputs that nbgrader later scores are written by this code alone.
 
 Names a test cell uses resolve, in order, to: the instructor's setup cells (read from the gradebook,
 never from the submission), Python's builtins, and only then the learner's namespace, through proxies.
+
+This is where the autograder meets :mod:`coursekit.grading`: :func:`grading_bridge` hands the sandbox the
+checks' shortcut watch and their exceptions, and :class:`CheckedSandbox` is a sandbox wired with it.
 """
 
 from __future__ import annotations
@@ -22,9 +25,26 @@ import builtins
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Float, Int
+from traitlets import Bool, Float, Int
 
-from coursekit.sandbox import Limits, Sandbox, SandboxError
+from coursekit.autograder.isolation import NO_ISOLATION, Isolation, probe
+from coursekit.autograder.sandbox import Bridge, Limits, Sandbox, SandboxError
+
+
+def grading_bridge() -> Bridge:
+    """What calls from :mod:`coursekit.grading`'s checks into a sandbox carry: the task whose shortcut watch
+    (``forbid_shortcuts``) must run around the call in the learner's process, and the checks' verdicts."""
+    from coursekit.grading.core import CheckFailed, ShortcutUsed, current_task
+
+    return Bridge(context=current_task, wrapper="coursekit.grading.core:forbid_shortcuts",
+                  exceptions={"CheckFailed": CheckFailed, "ShortcutUsed": ShortcutUsed})
+
+
+class CheckedSandbox(Sandbox):
+    """A :class:`Sandbox` wired to :mod:`coursekit.grading` (see :func:`grading_bridge`)."""
+
+    def __init__(self, folder: str, limits: Limits = Limits(), *, isolation: Isolation | None = None) -> None:
+        super().__init__(folder, limits, bridge=grading_bridge(), isolation=isolation)
 
 
 def cell_kind(cell: NotebookNode) -> str:
@@ -85,21 +105,24 @@ def _stream(name: str, text: str) -> list[NotebookNode]:
 class TrustedExecute(NbGraderPreprocessor):
     """Run a sanitized submission: learner cells in a sandbox, test cells in the grader."""
 
-    memory_mb = Int(4096, help="Memory (address space) a submission may use, in MiB").tag(config=True)
+    memory_mb = Int(4096, help="Memory (address space) each process of a submission may use, in MiB").tag(config=True)
+    max_processes = Int(256, help="Processes and threads a submission may run at once, all counted").tag(config=True)
     cell_timeout_s = Float(120.0, help="Wall time for one cell, or one call from a test, in seconds").tag(config=True)
     notebook_timeout_s = Float(600.0, help="Wall time for the whole notebook, in seconds").tag(config=True)
+    isolated = Bool(True, help="Run submissions in the OS sandbox (False only for --no-isolation)").tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
         setup_sources = resources.get("coursekit_setup_sources")
         if setup_sources is None:
             setup_sources = self._setup_sources_from_gradebook(resources)
         cwd = resources.get("metadata", {}).get("path") or "."
-        limits = Limits(memory_mb=self.memory_mb, cell_timeout_s=self.cell_timeout_s)
+        limits = Limits(memory_mb=self.memory_mb, max_processes=self.max_processes, cell_timeout_s=self.cell_timeout_s)
+        how = probe() if self.isolated else NO_ISOLATION
         deadline = time.monotonic() + self.notebook_timeout_s
         status = {"status": "graded", "detail": ""}
         trusted: dict[str, Any] = {"__name__": "__grader__", "__builtins__": builtins}
         setup_done = False
-        with Sandbox(cwd, limits) as sandbox:
+        with CheckedSandbox(cwd, limits, isolation=how) as sandbox:
             for count, cell in enumerate((c for c in nb.cells if c.cell_type == "code"), start=1):
                 cell.outputs, cell.execution_count = [], count
                 if status["status"] == "failed":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from coursekit.autograde import GradeSettings, grade_assignment
+from coursekit.autograder.batch import GradeSettings, grade_assignment
 from tests.conftest import ROOT
 from tests.test_notebooks import SDPA_SUBMISSIONS
 
