@@ -431,7 +431,7 @@ class PretrainingRecipe:
     batch_size: int = 32
     lr: float = 2e-3
     warmup_steps: int = 500
-    max_steps: int = 30_000
+    max_steps: int = 14_000
     eval_every: int = 1000
     eval_batches: int = 10
     seed: int = 0
