@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_cohort(course: Path, students: int) -> None:
     sys.path.insert(0, str(ROOT))
-    from tests.test_notebooks import SDPA_SUBMISSIONS
+    from tests.helpers import SDPA_SUBMISSIONS
 
     release = json.loads((ROOT / "exercises" / "sdpa" / "sdpa.ipynb").read_text())
     kinds = ["reference", "unscaled", "inverted-masks", None]  # None: the untouched release

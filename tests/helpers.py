@@ -912,3 +912,17 @@ def submit(course: Path, student: str, assignment: str, answers: dict[str, str])
     path = target / f"{assignment}.ipynb"
     path.write_text(json.dumps(notebook))
     return path
+
+
+def sdpa_submissions() -> dict[str, str]:
+    """The sdpa answer cell as the reference writes it and with three of the corpus's planted mistakes: what the
+    autograder's own tests (hostile cohort, PostgreSQL, self-check) submit beside their attacks."""
+    from tests.mistakes import SDPA
+
+    answers = {"reference": reference_answers("sdpa")["sdpa-answer"]}
+    for name in ("unscaled", "inverted-masks", "calls-reference"):
+        answers[name] = answers_with("sdpa", SDPA[name].changes)["sdpa-answer"]
+    return answers
+
+
+SDPA_SUBMISSIONS = sdpa_submissions()

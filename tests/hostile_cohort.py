@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import ROOT
-from tests.test_notebooks import SDPA_SUBMISSIONS
+from tests.helpers import SDPA_SUBMISSIONS
 
 REFERENCE, UNSCALED = SDPA_SUBMISSIONS["reference"], SDPA_SUBMISSIONS["unscaled"]
 # What grading must never show a learner: the hidden tests and the instructor's answers from solutions/.
@@ -179,7 +179,7 @@ def attack_notebooks(t: Targets) -> dict[str, dict]:
 
 
 EXPECTED = {  # student: (score or None when failed, status, words the detail must contain)
-    "tampers-with-grading": (5, "graded", "did not scale"),
+    "tampers-with-grading": (5, "graded", "[sdpa.unscaled]"),
     "vandal": (10, "graded", "all tests passed"),
     "leaks-secrets": (10, "graded", "all tests passed"),
     "lingers": (10, "graded", "all tests passed"),

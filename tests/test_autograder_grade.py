@@ -54,15 +54,15 @@ def cohort(targets: hc.Targets) -> dict[str, dict | str | None]:
 EXPECTED = {  # student: (score or None when failed, status, words the detail must contain)
     "reference": (10, "graded", "all tests passed"),
     "blank": (0, "graded", "NotImplementedError"),
-    "unscaled": (5, "graded", "did not scale"),
-    "hides-tracebacks": (5, "graded", "did not scale"),
-    "patches-checks": (5, "graded", "did not scale"),
+    "unscaled": (5, "graded", "[sdpa.unscaled]"),
+    "hides-tracebacks": (5, "graded", "[sdpa.unscaled]"),
+    "patches-checks": (5, "graded", "[sdpa.unscaled]"),
     "exits-kernel": (None, "failed", "exited"),
     "loops-forever": (None, "failed", "timed out"),
     "ignores-interrupts": (None, "failed", "timed out"),
     "hogs-memory": (None, "failed", "memory"),
     "deletes-test": (10, "graded", "all tests passed"),
-    "edits-test": (5, "graded", "did not scale"),
+    "edits-test": (5, "graded", "[sdpa.unscaled]"),
     "edits-metadata": (10, "graded", "all tests passed"),
     "corrupt": (None, "failed", "unreadable"),
     "missing": (None, "failed", "missing notebook"),
@@ -147,7 +147,7 @@ def test_no_connection_reached_the_hosts_loopback(graded):
 def test_feedback_carries_the_diagnosis_and_never_a_hidden_test_or_a_file_from_outside(graded):
     course, _, _, _, targets = graded
     page = (course / "feedback" / "unscaled" / "sdpa" / "sdpa.html").read_text()
-    assert "did not scale the scores" in page, "feedback must carry the diagnosis"
+    assert "[sdpa.unscaled]" in page, "feedback must carry the diagnosis"
     pages = sorted((course / "feedback").rglob("*.html"))
     assert len(pages) >= len([s for s, (_, status, _) in EXPECTED.items() if status == "graded"])
     for path in pages:

@@ -17,7 +17,7 @@ import pytest
 
 from coursekit.autograder.batch import GradeSettings, grade_assignment
 from tests.conftest import ROOT
-from tests.test_notebooks import SDPA_SUBMISSIONS
+from tests.helpers import SDPA_SUBMISSIONS
 
 pytestmark = pytest.mark.slow
 BIN = sorted(glob("/usr/lib/postgresql/*/bin"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_notebooks import SDPA_SUBMISSIONS
+from tests.helpers import SDPA_SUBMISSIONS
 
 pytestmark = pytest.mark.slow
 COURSEKIT = str(Path(sys.executable).parent / "coursekit")
@@ -62,7 +62,7 @@ def test_partial_answer_reports_the_diagnosis(course):
     edit(notebook, "sdpa-answer", SDPA_SUBMISSIONS["unscaled"])
     proc = check(notebook)
     assert proc.returncode == 1
-    assert "Automatic points: 5/10" in proc.stdout and "did not scale the scores" in proc.stdout
+    assert "Automatic points: 5/10" in proc.stdout and "[sdpa.unscaled]" in proc.stdout
 
 
 @pytest.mark.parametrize("tamper", ["edited", "deleted"])
