@@ -395,6 +395,12 @@ def test_finetuning_a_classifier_learns_the_task(small_corpus):
 
 # ---------------------------------------------------------------- the book's pretrained BERT (book/_data)
 
+# Margins over the baselines, from the committed run (python -m coursekit.bert.training --threads 1): held-out MLM
+# accuracy 37.0% against the commonest token's 4.9%, NSP 88.4% against the commoner label's 51.0%; the true word among
+# the five best guesses for 56% of 500 random held-out blanks. The bars are about half of those gaps, so a checkpoint
+# made again (another machine, another torch) passes, and one that learned little fails.
+MLM_MARGIN, NSP_MARGIN, TOP5_BAR = 0.15, 0.19, 0.45
+
 
 @pytest.fixture(scope="module")
 def wordnet_bert(root):
@@ -427,14 +433,25 @@ def test_the_books_bert_was_made_by_the_documented_command_and_beats_its_baselin
 
 # Held-out sentences (families the model never saw) with one word hidden, and that word.
 FILLS = [
+    ("vasodilation: dilation of [MASK] vessels (especially the arteries)", "blood"),
+    ("Guarani: the language [MASK] by the Guarani of Paraguay and Bolivia", "spoken"),
+    ("Tamias, genus Tamias: chipmunks of eastern [MASK] America", "north"),
+    ("Philippine peso, peso: the basic [MASK] of money in the Philippines; equal to 100 centavos", "unit"),
+    ("topological, topologic: of or [MASK] to topology", "relating"),
+    ("prosthodontist: a dentist [MASK] is expert in prosthodontics", "who"),
+    ("unethically: in an unethical [MASK]", "manner"),
+    ("camlet: a fabric of Asian origin; originally made of silk and camel's [MASK]", "hair"),
+    ("Mussolini, Benito Mussolini, Il Duce: [MASK] fascist dictator (1883-1945)", "italian"),
+    ("significance: the [MASK] of being significant", "quality"),
 ]
 
 
 def test_the_books_bert_fills_blanks_in_held_out_sentences(wordnet_bert, wordnet_held_out):
     _, (model, tokenizer, _, _) = wordnet_bert
     held_out = {s for d in wordnet_held_out for s in d.sentences}
+    lowered = {s.lower() for s in held_out}  # the tokenizer lowercases: answers are lowercase tokens
     for text, answer in FILLS:
-        assert text.replace("[MASK]", answer) in held_out, f"not a held-out sentence: {text}"
+        assert text.replace("[MASK]", answer).lower() in lowered, f"not a held-out sentence: {text}"
     fills = fill_masks(model, tokenizer, [t for t, _ in FILLS], [a for _, a in FILLS], k=5)
     right = [f for f in fills if f.rank is not None]
     assert len(right) >= len(FILLS) - 1, [(f.text, f.answer, [t for t, _ in f.guesses]) for f in fills]
