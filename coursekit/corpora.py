@@ -83,23 +83,60 @@ def _split_gloss(gloss: str) -> tuple[str, tuple[str, ...]]:
     return definition, examples
 
 
-@lru_cache(maxsize=1)
-def _all_noun_definitions() -> tuple[Definition, ...]:
+class Synset(NamedTuple):
+    """One WordNet 3.0 synset, as its data file writes it.
+
+    ``offset``: its id within its part of speech; ``pos``: "n", "v", "a" (adjective), "s" (adjective
+    satellite) or "r" (adverb); ``lexname``: its lexicographer file, e.g. "noun.animal"; ``words``: its
+    lemmas, spaces restored; ``definition`` and ``examples``: its gloss split; ``pointers``: (symbol, offset,
+    pos) of each relation, e.g. ``("@", 2084071, "n")`` for its hypernym (WordNet's own symbols).
+    """
+
+    offset: int
+    pos: str
+    lexname: str
+    words: tuple[str, ...]
+    definition: str
+    examples: tuple[str, ...]
+    pointers: tuple[tuple[str, int, str], ...]
+
+
+WORDNET_FILES = ("noun", "verb", "adj", "adv")
+_ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")  # syntactic markers on adjectives: galore(ip)
+
+
+@lru_cache(maxsize=None)
+def wordnet_synsets(part: str = "noun") -> tuple[Synset, ...]:
+    """Every synset of one WordNet 3.0 data file (``part`` one of :data:`WORDNET_FILES`), in file order.
+
+    The file order is the lexicographers' own: a synset's neighbours are mostly its relatives.
+    """
+    if part not in WORDNET_FILES:
+        raise ValueError(f"part must be one of {WORDNET_FILES}, got {part!r}")
     root = data_dir() / "wordnet-3.0"
     lexnames = [line.split()[1] for line in (root / "lexnames").read_text().splitlines() if line.strip()]
     out = []
-    with open(root / "data.noun", encoding="utf-8") as f:
+    with open(root / f"data.{part}", encoding="utf-8") as f:
         for line in f:
             if line.startswith("  "):  # the licence header
                 continue
             head, _, gloss = line.partition(" | ")
             fields = head.split()
-            lexname = lexnames[int(fields[1])]
             n_words = int(fields[3], 16)
-            words = tuple(w.replace("_", " ") for w in fields[4:4 + 2 * n_words:2])
-            text, examples = _split_gloss(gloss.strip())
-            out.append(Definition(text, lexname.removeprefix("noun."), words, examples))
+            words = tuple(_ADJ_MARKER.sub("", w).replace("_", " ") for w in fields[4:4 + 2 * n_words:2])
+            at = 4 + 2 * n_words
+            pointers = tuple((fields[at + 1 + 4 * i], int(fields[at + 2 + 4 * i]), fields[at + 3 + 4 * i])
+                             for i in range(int(fields[at])))
+            definition, examples = _split_gloss(gloss.strip())
+            out.append(Synset(int(fields[0]), fields[2], lexnames[int(fields[1])], words, definition, examples,
+                              pointers))
     return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _all_noun_definitions() -> tuple[Definition, ...]:
+    return tuple(Definition(s.definition, s.lexname.removeprefix("noun."), s.words, s.examples)
+                 for s in wordnet_synsets("noun"))
 
 
 def wordnet_definitions(classes: Sequence[str] = WORDNET_CLASSES) -> list[Definition]:

@@ -480,6 +480,186 @@ def make_loss(kind="right"):
 
 
 
+def make_step(*, zero_grad="first", clip="before-step", item=True):
+    """A learner's pretraining_step (on the reference loss), correct by default, with one mistake planted by a
+    keyword: ``zero_grad`` "first" / "never" / "before-step", ``clip`` "before-step" / "never" / "after-step"."""
+    loss_fn = make_loss()
+
+    def pretraining_step(model, optimizer, batch):
+        if zero_grad == "first":
+            optimizer.zero_grad()
+        mlm_logits, nsp_logits = model(batch["input_ids"], batch["token_type_ids"], batch["key_padding_mask"])
+        loss = loss_fn(mlm_logits, batch["mlm_labels"], nsp_logits, batch["nsp_labels"])
+        loss.backward()
+        if zero_grad == "before-step":
+            optimizer.zero_grad()
+        if clip == "before-step":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if clip == "after-step":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        return loss.item() if item else loss
+    return pretraining_step
+
+
+def tiny_bert(vocab_size):
+    """The BERT notebook's model factory (its provided cell)."""
+    from coursekit.bert import BertConfig, BertForPreTraining
+
+    return BertForPreTraining(BertConfig.tiny(vocab_size=vocab_size, d_model=32, dim_feedforward=64, dropout=0.0))
+
+
+def sgd(model, lr):
+    return torch.optim.SGD(model.parameters(), lr=lr)
+
+
+# --- gpt -----------------------------------------------------------------------------------------
+
+def make_causal_attention(*, mask="offset", scale=True, split="view", cache="before", returned="all"):
+    """A learner's CausalSelfAttention class, correct by default, with one mistake planted by a keyword."""
+    class CausalSelfAttention(nn.Module):
+        def __init__(self, d_model, nhead):
+            super().__init__()
+            self.nhead = nhead
+            self.q_proj, self.k_proj = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
+            self.v_proj, self.out_proj = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
+
+        def forward(self, x, past=None):
+            B, T, D = x.shape
+            H = self.nhead
+
+            def heads(y):
+                return y.reshape(B, H, T, D // H) if split == "reshape" else y.view(B, T, H, D // H).transpose(1, 2)
+
+            q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+            new = (k, v)
+            if past is not None and cache != "ignored":
+                k = torch.cat([past[0], k] if cache == "before" else [k, past[0]], dim=2)
+                v = torch.cat([past[1], v] if cache == "before" else [v, past[1]], dim=2)
+            S = k.size(2)
+            scores = q @ k.transpose(-2, -1) / (math.sqrt(D // H) if scale else 1.0)
+            if mask != "none":
+                above = {"offset": S - T + 1, "square": 1}[mask]
+                scores = scores.masked_fill(torch.ones(T, S, dtype=torch.bool).triu(above), float("-inf"))
+            out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, D)
+            return self.out_proj(out), (new if returned == "new" else (k, v))
+    return CausalSelfAttention
+
+
+def make_next_token(*, temperature="divide", top_k="strict", greedy=False):
+    """A learner's next_token, correct by default, with one mistake planted by a keyword."""
+    def next_token(logits, temperature_=1.0, top_k_=None, generator=None):
+        if temperature_ == 0 or greedy:
+            return logits.argmax(-1)
+        scaled = {"divide": logits / temperature_, "multiply": logits * temperature_, "ignore": logits}[temperature]
+        if top_k_ is not None and top_k != "ignore":
+            kth = scaled.topk(top_k_, dim=-1).values[:, -1:]
+            scaled = scaled.masked_fill(scaled < kth if top_k == "strict" else scaled <= kth, float("-inf"))
+        return torch.multinomial(scaled.softmax(-1), 1, generator=generator).squeeze(1)
+
+    def with_names(logits, temperature=1.0, top_k=None, generator=None):
+        return next_token(logits, temperature, top_k, generator)
+    return with_names
+
+
+def make_generate(*, feed="newest", position=-1, returns="all", sample=True, seed_used=True):
+    """A learner's generate loop, correct by default, with one mistake planted by a keyword."""
+    pick = make_next_token()
+
+    def generate(model, prompt, max_new_tokens, temperature=0.0, top_k=None, seed=None):
+        generator = torch.Generator().manual_seed(seed) if seed is not None and seed_used else None
+        ids, cache = prompt, None
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                if feed == "all":
+                    out = model(ids)
+                elif feed == "all-with-cache":
+                    out = model(ids, cache=cache)
+                else:
+                    out = model(ids if cache is None else ids[:, -1:], cache=cache)
+                cache = out.cache
+                logits = out.logits[:, position]
+                token = pick(logits, temperature, top_k, generator) if sample else logits.argmax(-1)
+                ids = torch.cat([ids, token[:, None]], dim=1)
+        return ids if returns == "all" else ids[:, prompt.size(1):]
+    return generate
+
+
+def tiny_gpt(vocab_size, max_len):
+    """The GPT notebook's model factory (its provided cell): a course GPT that records its calls."""
+    from coursekit.gpt import GPT, GPTConfig
+
+    class RecordingGPT(GPT):
+        def __init__(self, config):
+            super().__init__(config)
+            self.calls = []
+
+        def forward(self, input_ids, key_padding_mask=None, cache=None, need_weights=False):
+            self.calls.append([input_ids.size(1), cache is not None])
+            return super().forward(input_ids, key_padding_mask, cache, need_weights)
+
+    return RecordingGPT(GPTConfig.tiny(vocab_size, max_len=max_len))
+
+
+# --- classifier ----------------------------------------------------------------------------------
+
+def make_embedding(*, positions="arange", scaled=False):
+    """A learner's ClassifierEmbedding, correct by default, with one mistake planted by a keyword."""
+    class ClassifierEmbedding(nn.Module):
+        def __init__(self, vocab_size, d_model, max_len, pad_id=0):
+            super().__init__()
+            self.tok_emb = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+            self.pos_emb = nn.Embedding(max_len, d_model)
+
+        def forward(self, input_ids):
+            S = input_ids.size(1)
+            tokens = self.tok_emb(input_ids) * (self.tok_emb.embedding_dim ** 0.5 if scaled else 1.0)
+            if positions == "none":
+                return tokens
+            index = {"arange": torch.arange(S), "from-1": torch.arange(1, S + 1),
+                     "reversed": torch.arange(S).flip(0)}[positions]
+            return tokens + self.pos_emb(index)
+    return ClassifierEmbedding
+
+
+def make_pool(*, cls="first-position", mean="real"):
+    """A learner's pool, correct by default, with one mistake planted by a keyword."""
+    def pool(hidden, key_padding_mask, how="cls"):
+        if how == "cls":
+            return {"first-position": hidden[:, 0], "first-text": hidden[0], "last": hidden[:, -1]}[cls]
+        real = (~key_padding_mask).unsqueeze(-1).float()
+        return {"real": lambda: (hidden * real).sum(1) / real.sum(1), "all": lambda: hidden.mean(1),
+                "by-length": lambda: (hidden * real).sum(1) / hidden.size(1), "sum": lambda: (hidden * real).sum(1),
+                "padding": lambda: (hidden * (1 - real)).sum(1) / (1 - real).sum(1)}[mean]()
+    return pool
+
+
+def make_classifier(*, embedding=None, pool=None, mask="pass", encoder=True, pooling="self", softmax=False):
+    """A learner's TextClassifier, correct by default, with one mistake planted by a keyword."""
+    from coursekit.transformer_layers import TransformerEncoder, TransformerEncoderLayer
+
+    embedding_cls, pool_fn = embedding or make_embedding(), pool or make_pool()
+
+    class TextClassifier(nn.Module):
+        def __init__(self, vocab_size, num_classes, d_model=32, nhead=2, dim_feedforward=64, max_len=32,
+                     pooling="cls", pad_id=0):
+            super().__init__()
+            self.pooling = pooling
+            self.embed = embedding_cls(vocab_size, d_model, max_len, pad_id)
+            layer = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0, activation="gelu",
+                                            norm_first=True)
+            self.encoder = TransformerEncoder(layer, num_layers=1, norm=nn.LayerNorm(d_model))
+            self.head = nn.Linear(d_model, num_classes)
+
+        def forward(self, input_ids, key_padding_mask):
+            x = self.embed(input_ids)
+            hidden = self.encoder(x, src_key_padding_mask=key_padding_mask if mask == "pass" else None) \
+                if encoder else x
+            logits = self.head(pool_fn(hidden, key_padding_mask, self.pooling if pooling == "self" else "cls"))
+            return logits.softmax(-1) if softmax else logits
+    return TextClassifier
+
+
 # --- rnn_self_attention (stage 2) ----------------------------------------------------------------------------
 
 def make_block(*, residual=True, norm="after", mask="pass", tuple_out=False):

@@ -477,87 +477,313 @@ CHOSEN = "chosen = (torch.rand(input_ids.shape) < mlm_probability) & ~special"
 LABELS = "labels = input_ids.masked_fill(~chosen, -100)  # the loss skips -100"
 
 BERT = {
-    "masks-specials": m(8, {"test-choice": "masking.specials-chosen"}, planted=True,
+    "masks-specials": m(10, {"test-choice": "masking.specials-chosen"}, planted=True,
                         masking_answer=(" & ~special\n", "\n")),
-    "all-mask": m(7, {"test-proportions": "masking.all-mask"}, planted=True,
+    "all-mask": m(9, {"test-proportions": "masking.all-mask"}, planted=True,
                   masking_answer=[("to_mask = chosen & (fate < 0.8)", "to_mask = chosen"),
                                   ("masked = torch.where(to_random, random_ids, masked)", "pass")]),
-    "random-specials": m(7, {"test-proportions": "masking.random-specials"}, planted=True,
+    "random-specials": m(9, {"test-proportions": "masking.random-specials"}, planted=True,
                          masking_answer=("torch.tensor([i for i in range(vocab_size) if i not in special_ids])",
                                          "torch.arange(vocab_size)")),
-    "nsp-same-document": m(8, {"test-nsp": "nsp.notnext-same-document"}, planted=True,
+    "nsp-same-document": m(10, {"test-nsp": "nsp.notnext-same-document"}, planted=True,
                            nsp_answer=[("rng.randrange(len(documents) - 1)", "rng.randrange(len(documents))"),
                                        ("other += other >= i  # any document but this one", "pass")]),
-    "mean-of-losses": m(8, {"test-loss": "loss.averaged"}, planted=True,
+    "mean-of-losses": m(8, {"test-loss": "loss.averaged", "test-step": "step.symptom.values"}, planted=True,
                         loss_answer=("return mlm_loss + nsp_loss", "return (mlm_loss + nsp_loss) / 2")),
-    "calls-reference": m(5, {"test-choice": "masking.shortcut", "test-proportions": "masking.shortcut"}, planted=True,
+    "calls-reference": m(7, {"test-choice": "masking.shortcut", "test-proportions": "masking.shortcut"}, planted=True,
                          masking_answer=BERT_REFERENCE_CALL),
     # --- found ---
     "labels-minus-one": m(
-        8, {"test-choice": "masking.wrong-ignore-label"},
+        10, {"test-choice": "masking.wrong-ignore-label"},
         "-1 for 'no label', as older BERT code had it: EricFillion/happy-transformer#128 ('Target -1 is out of bound')",
         masking_answer=(LABELS, "labels = input_ids.masked_fill(~chosen, -1)")),
     "labels-zero": m(
-        8, {"test-choice": "masking.wrong-ignore-label"},
+        10, {"test-choice": "masking.wrong-ignore-label"},
         "0 for 'no label': mead-ml/mead-baseline#337 (labels[~masked_indices] = 0)",
         masking_answer=(LABELS, "labels = input_ids.masked_fill(~chosen, 0)")),
     "padding-not-excluded": m(
-        8, {"test-choice": "masking.specials-chosen"},
+        10, {"test-choice": "masking.specials-chosen"},
         "[CLS] and [SEP] excluded but not [PAD]: huggingface/transformers#11155",
         masking_answer=("special = torch.isin(input_ids, torch.tensor(special_ids))",
                         "special = torch.isin(input_ids, torch.tensor(special_ids[2:4]))")),
     "fixed-probability": m(
-        8, {"test-choice": "masking.ignores-probability"},
+        10, {"test-choice": "masking.ignores-probability"},
         "0.15 written into the code instead of mlm_probability",
         masking_answer=(CHOSEN, "chosen = (torch.rand(input_ids.shape) < 0.15) & ~special")),
     "random-outside-chosen": m(
-        8, {"test-choice": "masking.changes-unlabelled"},
+        10, {"test-choice": "masking.changes-unlabelled"},
         "the random replacement's condition without '& chosen', as the data collator splits its draws",
         masking_answer=("to_random = chosen & (fate >= 0.8) & (fate < 0.9)", "to_random = (fate >= 0.8) & (fate < 0.9)")),
     "random-of-rest-0.1": m(
-        7, {"test-proportions": "masking.random-of-rest-0.1"},
+        9, {"test-proportions": "masking.random-of-rest-0.1"},
         "0.1 where 0.5 belongs, in the two-step draw of the data collator: huggingface/transformers#10332, #10285",
         masking_answer=("to_random = chosen & (fate >= 0.8) & (fate < 0.9)",
                         "to_random = chosen & (fate >= 0.8) & (torch.rand(input_ids.shape) < 0.1)")),
     "nsp-global-random": m(
-        8, {"test-nsp": "nsp.not-reproducible"},
+        10, {"test-nsp": "nsp.not-reproducible"},
         "the random module used directly, not rng = random.Random(seed) (issue 13: it scored full marks)",
         nsp_answer=[("rng.random()", "random.random()"), ("rng.randrange(", "random.randrange("),
                     ("rng.choice(", "random.choice(")]),
     "nsp-b-is-a": m(
-        8, {"test-nsp": "nsp.isnext-not-next"},
+        10, {"test-nsp": "nsp.isnext-not-next"},
         "an off-by-one: B taken at j instead of j + 1",
         nsp_answer=("(document[j], document[j + 1], 0)", "(document[j], document[j], 0)")),
     "nsp-labels-inverted": m(
-        8, {"test-nsp": "nsp.labels-inverted"},
+        10, {"test-nsp": "nsp.labels-inverted"},
         "1 = IsNext, as in google-research/bert's own data (google-research/bert#125: '1 actually means is random')",
         nsp_answer=[("document[j + 1], 0)", "document[j + 1], 1)"), ("rng.choice(documents[other]), 1)",
                                                                        "rng.choice(documents[other]), 0)")]),
     "pair-no-middle-sep": m(
-        9, {"test-pair": "pair.no-middle-sep"},
+        11, {"test-pair": "pair.no-middle-sep"},
         "A and B run together, one [SEP] at the end",
         pair_answer=[("input_ids = [cls_id, *a_ids, sep_id, *b_ids, sep_id]", "input_ids = [cls_id, *a_ids, *b_ids, sep_id]"),
                      ("[0] * (len(a_ids) + 2)", "[0] * (len(a_ids) + 1)")]),
     "pair-one-segment": m(
-        9, {"test-pair": "pair.one-segment"},
+        11, {"test-pair": "pair.one-segment"},
         "every token in segment 0, as a single-sentence input has it",
         pair_answer=("[0] * (len(a_ids) + 2) + [1] * (len(b_ids) + 1)", "[0] * (len(a_ids) + len(b_ids) + 3)")),
     "loss-not-flattened": m(
-        8, {"test-loss": "loss.symptom.raised"},
+        8, {"test-loss": "loss.symptom.raised", "test-step": "step.symptom.raised"},
         "(B, S, V) logits given to F.cross_entropy as they are: 'Expected target size [4, 17], got [4, 10]'",
         loss_answer=("F.cross_entropy(mlm_logits.reshape(-1, V), mlm_labels.reshape(-1))",
                      "F.cross_entropy(mlm_logits, mlm_labels)")),
     "loss-nsp-binary": m(
-        8, {"test-loss": "loss.nsp-binary"},
+        8, {"test-loss": "loss.nsp-binary", "test-step": "step.symptom.values"},
         "NSP as a binary cross-entropy on one logit",
         loss_answer=("F.cross_entropy(nsp_logits, nsp_labels)  # (B, 2), (B,)",
                      "F.binary_cross_entropy_with_logits(nsp_logits[:, 1], nsp_labels.float())")),
+    "step-no-zero-grad": m(
+        10, {"test-step": "step.no-zero-grad"},
+        "optimizer.zero_grad() left out: PyTorch accumulates gradients (the first question of every PyTorch course)",
+        step_answer=("    optimizer.zero_grad()\n", "")),
+    "step-not-clipped": m(
+        10, {"test-step": "step.not-clipped"},
+        "no gradient clipping: the usual training loop of the PyTorch tutorials",
+        step_answer=("    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n", "")),
+    "step-clipped-after-step": m(
+        10, {"test-step": "step.not-clipped"},
+        "clip_grad_norm_ after optimizer.step(), where it changes nothing",
+        step_answer=("    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n    optimizer.step()\n",
+                     "    optimizer.step()\n    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n")),
+    "step-zero-grad-before-step": m(
+        10, {"test-step": "step.no-update"},
+        "zero_grad() moved between backward() and step(): no weight ever changes",
+        step_answer=[("    optimizer.zero_grad()\n", ""), ("    optimizer.step()\n", "    optimizer.zero_grad()\n    optimizer.step()\n")]),
+    "step-returns-tensor": m(
+        10, {"test-step": "step.returns-tensor"},
+        "return loss without .item(): every step's graph kept alive by the list of losses",
+        step_answer=("return loss.item()", "return loss")),
+    "step-under-no-grad": m(
+        10, {"test-step": "step.symptom.raised"},
+        "the forward pass under torch.no_grad(), as in an evaluation loop: 'element 0 of tensors does not require grad'",
+        step_answer=("    mlm_logits, nsp_logits = model(", "    with torch.no_grad():\n        mlm_logits, nsp_logits = model(")),
+    "step-model-loss": m(
+        10, {"test-step": "step.shortcut"},
+        "the model's own compute_loss instead of the learner's pretraining_loss",
+        step_answer=[("    mlm_logits, nsp_logits = model(batch[\"input_ids\"], batch[\"token_type_ids\"], batch[\"key_padding_mask\"])\n", ""),
+                     ("loss = pretraining_loss(mlm_logits, batch[\"mlm_labels\"], nsp_logits, batch[\"nsp_labels\"])",
+                      "loss = model.compute_loss(batch[\"input_ids\"], batch[\"token_type_ids\"], batch[\"key_padding_mask\"], "
+                      "batch[\"mlm_labels\"], batch[\"nsp_labels\"]).loss")]),
     "loss-per-sequence": m(
-        8, {"test-loss": "loss.mlm-mean-per-sequence"},
+        8, {"test-loss": "loss.mlm-mean-per-sequence", "test-step": "step.symptom.values"},
         "the MLM loss averaged per sequence, then over the batch",
         loss_answer=("mlm_loss = F.cross_entropy(mlm_logits.reshape(-1, V), mlm_labels.reshape(-1))",
                      "mlm_loss = torch.stack([F.cross_entropy(logits, labels) "
                      "for logits, labels in zip(mlm_logits, mlm_labels)]).mean()")),
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# gpt: causal self-attention with a cache, choosing the next token, the generation loop
+# ---------------------------------------------------------------------------------------------------
+
+FUTURE = "future = torch.triu(torch.ones(T, S, dtype=torch.bool), diagonal=S - T + 1)"
+CACHE_K = "k = torch.cat([past[0], k], dim=2)  # (B, H, S, Dh): the past first"
+CACHE_V = "v = torch.cat([past[1], v], dim=2)"
+GPT_REFERENCE = ("class CausalSelfAttention(nn.Module):",
+                 "import coursekit.gpt\n\nclass CausalSelfAttention(coursekit.gpt.CausalSelfAttention):\n"
+                 "    def __init__(self, d_model, nhead):\n        super().__init__(d_model, nhead)\n\n"
+                 "    def forward(self, x, past=None):\n        S = x.size(1) + (0 if past is None else past[0].size(2))\n"
+                 "        mask = torch.ones(x.size(1), S, dtype=torch.bool).triu(S - x.size(1) + 1)\n"
+                 "        out, cache, _ = super().forward(x, mask, None if past is None else coursekit.gpt.LayerCache(*past))\n"
+                 "        return out, (cache.k, cache.v)\n\nclass _Unused(nn.Module):")
+SAMPLE = "return torch.multinomial(probabilities, 1, generator=generator).squeeze(1)"
+LOOP_CALL = "out = model(ids if cache is None else ids[:, -1:], cache=cache)  # the prompt once, then the newest token"
+
+GPT = {
+    "no-mask": m(5, {"test-attention": "causal-attn.no-mask", "test-cache": "causal-attn.no-mask"}, planted=True,
+                 attention_answer=("weights = scores.masked_fill(future, float(\"-inf\")).softmax(dim=-1)",
+                                   "weights = scores.softmax(dim=-1)")),
+    "calls-reference": m(5, {"test-attention": "causal-attn.shortcut", "test-cache": "kv-cache.shortcut"},
+                         planted=True, attention_answer=GPT_REFERENCE),
+    "no-cache": m(7, {"test-loop": "generate.no-cache"}, planted=True,
+                  loop_answer=(LOOP_CALL, "out = model(ids)  # every step reads the whole sequence")),
+    # --- found ---
+    "mask-not-offset": m(
+        7, {"test-cache": "kv-cache.mask-not-offset"},
+        "a (T, S) mask without the offset of the cache, aligned top-left as SDPA's is_causal is: "
+        "pytorch/pytorch#144858 ('only compares against the earliest k and v'), #103082",
+        attention_answer=(FUTURE, "future = torch.triu(torch.ones(T, S, dtype=torch.bool), diagonal=1)")),
+    "square-mask": m(
+        7, {"test-cache": "kv-cache.symptom.raised"},
+        "the causal mask built (T, T) from the new tokens alone, as without a cache: 'The size of tensor a (11) must "
+        "match the size of tensor b (5)'",
+        attention_answer=(FUTURE, "future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)")),
+    "sdpa-is-causal": m(
+        5, {"test-attention": "causal-attn.shortcut", "test-cache": "kv-cache.shortcut"},
+        "F.scaled_dot_product_attention(..., is_causal=True), whose mask is aligned top-left and wrong with a cache: "
+        "pytorch/pytorch#108108",
+        attention_answer=[("        scores = q @ k.transpose(-2, -1) / math.sqrt(D // H)  # (B, H, T, S)\n", ""),
+                          ("        " + FUTURE + "  # query t is position S - T + t\n", ""),
+                          ("        weights = scores.masked_fill(future, float(\"-inf\")).softmax(dim=-1)\n        out = "
+                           "(weights @ v)", "        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)")]),
+    "past-after": m(
+        7, {"test-cache": "kv-cache.past-after"},
+        "the cache concatenated after the new keys: torch.cat([k, past_k])",
+        attention_answer=[(CACHE_K, "k = torch.cat([k, past[0]], dim=2)"), (CACHE_V, "v = torch.cat([v, past[1]], dim=2)")]),
+    "cache-returns-new": m(
+        7, {"test-cache": "kv-cache.returns-new-only"},
+        "the concatenation kept under another name, the new keys returned: the next step forgets the past",
+        attention_answer=[("if past is not None:\n            k = torch.cat([past[0], k], dim=2)  # (B, H, S, Dh): the "
+                           "past first\n            v = torch.cat([past[1], v], dim=2)\n        S = k.size(2)\n"
+                           "        scores = q @ k.transpose(-2, -1)",
+                           "keys, values = k, v\n        if past is not None:\n            keys = torch.cat([past[0], "
+                           "k], dim=2)\n            values = torch.cat([past[1], v], dim=2)\n        S = keys.size(2)\n"
+                           "        scores = q @ keys.transpose(-2, -1)"),
+                          ("out = (weights @ v)", "out = (weights @ values)")]),
+    "split-by-reshape": m(
+        5, {"test-attention": "causal-attn.split-by-reshape", "test-cache": "causal-attn.split-by-reshape"},
+        "(B, T, D) reshaped straight to (B, H, T, Dh): a classic of the PyTorch forums ('view vs transpose')",
+        attention_answer=[("self.q_proj(x).view(B, T, H, D // H).transpose(1, 2)", "self.q_proj(x).reshape(B, H, T, D // H)"),
+                          ("self.k_proj(x).view(B, T, H, D // H).transpose(1, 2)", "self.k_proj(x).reshape(B, H, T, D // H)"),
+                          ("self.v_proj(x).view(B, T, H, D // H).transpose(1, 2)", "self.v_proj(x).reshape(B, H, T, D // H)")]),
+    "scaled-by-d-model": m(
+        5, {"test-attention": "causal-attn.scaled-by-d-model", "test-cache": "causal-attn.scaled-by-d-model"},
+        "math.sqrt(D) where the head's size belongs, from the one-head formula",
+        attention_answer=("/ math.sqrt(D // H)", "/ math.sqrt(D)")),
+    "temperature-multiplied": m(
+        7, {"test-next": "sampling.temperature-multiplied"},
+        "logits * temperature: the rule the wrong way round, so a high temperature sharpens",
+        next_answer=("logits = logits / temperature", "logits = logits * temperature")),
+    "temperature-after-softmax": m(
+        7, {"test-next": "sampling.temperature-ignored"},
+        "the probabilities divided by the temperature, which normalising undoes",
+        next_answer=[("    logits = logits / temperature\n", ""),
+                     ("probabilities = logits.softmax(dim=-1)  # (B, V)",
+                      "probabilities = logits.softmax(dim=-1) / temperature  # (B, V)")]),
+    "top-k-less-equal": m(
+        6, {"test-next": "sampling.top-k-one-too-few", "test-sampling": "generate.symptom.raised"},
+        "<= where < belongs: the k-th token is masked too, and with top_k=1 every one "
+        "('probability tensor contains either inf, nan or element < 0')",
+        next_answer=("logits.masked_fill(logits < kth,", "logits.masked_fill(logits <= kth,")),
+    "no-generator": m(
+        8, {"test-sampling": "generate.seed-ignored"},
+        "torch.multinomial without the generator: samples that cannot be reproduced",
+        next_answer=(SAMPLE, "return torch.multinomial(probabilities, 1).squeeze(1)")),
+    "loop-always-argmax": m(
+        8, {"test-sampling": "generate.never-samples"},
+        "the loop picks the argmax itself and never passes temperature and top_k on",
+        loop_answer=("token = next_token(out.logits[:, -1], temperature, top_k, generator)  # (B,)",
+                     "token = out.logits[:, -1].argmax(dim=-1)  # (B,)")),
+    "whole-sequence-with-cache": m(
+        6, {"test-loop": "generate.whole-sequence-with-cache", "test-sampling": "generate.symptom.values"},
+        "the whole sequence passed again together with the cache: huggingface/transformers#1749 (a GPT-2 loop "
+        "with past that crashes once the doubled length passes the context)",
+        loop_answer=(LOOP_CALL, "out = model(ids, cache=cache)")),
+    "first-position": m(
+        6, {"test-loop": "generate.first-position", "test-sampling": "generate.symptom.values"},
+        "logits[:, 0] for the next token: the first position's prediction",
+        loop_answer=("next_token(out.logits[:, -1],", "next_token(out.logits[:, 0],")),
+    "returns-new-only": m(
+        6, {"test-loop": "generate.new-only", "test-sampling": "generate.symptom.values"},
+        "only the generated tokens returned, without the prompt",
+        loop_answer=("return ids", "return ids[:, prompt.size(1):]")),
+}
+
+# ---------------------------------------------------------------------------------------------------
+# classifier: embeddings, pooling, the classifier's forward, the trained classifier
+# ---------------------------------------------------------------------------------------------------
+
+EMBED_RETURN = "return self.tok_emb(input_ids) + self.pos_emb(positions)  # (B, S, D) + (S, D)"
+ENCODE_LINE = "hidden = self.encoder(x, src_key_padding_mask=key_padding_mask)  # (B, S, D)"
+MEAN_LINE = "return (hidden * real).sum(dim=1) / real.sum(dim=1)  # (B, D)"
+CLASSIFIER_REFERENCE = ("class ClassifierEmbedding(nn.Module):",
+                        "from coursekit.positional import LearnedPositionalEncoding\n\n"
+                        "class ClassifierEmbedding(nn.Module):\n"
+                        "    def __init__(self, vocab_size, d_model, max_len, pad_id=0):\n"
+                        "        super().__init__()\n"
+                        "        self.tok_emb = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)\n"
+                        "        self.positions = LearnedPositionalEncoding(d_model, max_len)\n\n"
+                        "    def forward(self, input_ids):\n"
+                        "        return self.positions(self.tok_emb(input_ids))\n\n"
+                        "class _Unused(nn.Module):")
+
+CLASSIFIER = {
+    "no-positions": m(4, {"test-embedding": "embedding.no-positions", "test-model": "classifier.symptom.everywhere"},
+                      planted=True, embedding_answer=(EMBED_RETURN, "return self.tok_emb(input_ids)  # (B, S, D)")),
+    "mask-ignored": m(6, {"test-model": "classifier.mask-ignored"}, planted=True,
+                      model_answer=(ENCODE_LINE, "hidden = self.encoder(x)  # (B, S, D)")),
+    "calls-reference": m(2, {"test-embedding": "embedding.shortcut", "test-model": "classifier.shortcut",
+                             "test-trained": "classifier.shortcut"}, planted=True, embedding_answer=CLASSIFIER_REFERENCE),
+    # --- found ---
+    "positions-by-token": m(
+        2, {"test-embedding": "embedding.symptom.raised", "test-model": "classifier.symptom.raised",
+            "test-trained": "trained.symptom.raised"},
+        "the position table indexed with the token ids, self.pos_emb(input_ids): 'IndexError: index out of range in "
+        "self' once an id passes max_len",
+        embedding_answer=(EMBED_RETURN, "return self.tok_emb(input_ids) + self.pos_emb(input_ids)")),
+    "positions-from-1": m(
+        2, {"test-embedding": "embedding.positions-from-1", "test-model": "classifier.symptom.everywhere",
+            "test-trained": "trained.symptom.raised"},
+        "torch.arange(1, S + 1), positions counted from 1: an IndexError once a text fills max_len",
+        embedding_answer=("torch.arange(input_ids.size(1), device=input_ids.device)",
+                          "torch.arange(1, input_ids.size(1) + 1, device=input_ids.device)")),
+    "scaled-embeddings": m(
+        4, {"test-embedding": "embedding.scaled", "test-model": "classifier.symptom.everywhere"},
+        "the token embeddings times sqrt(d_model), copied from the Transformer's decoder input",
+        embedding_answer=(EMBED_RETURN, "return self.tok_emb(input_ids) * self.tok_emb.embedding_dim ** 0.5 "
+                                        "+ self.pos_emb(positions)")),
+    "cls-first-text": m(
+        4, {"test-pool": "pooling.cls-of-first-text", "test-model": "classifier.symptom.shape"},
+        "hidden[0] for the [CLS] vector: the first text of the batch, not the first position",
+        pool_answer=("return hidden[:, 0]", "return hidden[0]")),
+    "mean-with-padding": m(
+        4, {"test-pool": "pooling.mean-with-padding", "test-model": "classifier.symptom.partial"},
+        "hidden.mean(dim=1): the padding averaged in (huggingface/transformers#1581 and sentence-transformers' "
+        "mean pooling, which weighs by the attention mask)",
+        pool_answer=(MEAN_LINE, "return hidden.mean(dim=1)  # (B, D)")),
+    "mean-divided-by-length": m(
+        4, {"test-pool": "pooling.mean-divided-by-length", "test-model": "classifier.symptom.partial"},
+        "the masked sum divided by the padded length",
+        pool_answer=(MEAN_LINE, "return (hidden * real).sum(dim=1) / hidden.size(1)  # (B, D)")),
+    "mean-of-padding": m(
+        2, {"test-pool": "pooling.mean-of-padding", "test-model": "classifier.symptom.nan",
+            "test-trained": "trained.symptom.low-score"},
+        "the padding mask read as 'True = real token', the convention of Hugging Face's attention_mask",
+        pool_answer=("real = (~key_padding_mask)", "real = (key_padding_mask)")),
+    "mean-over-batch": m(
+        2, {"test-pool": "pooling.mean-over-batch", "test-model": "classifier.symptom.shape",
+            "test-trained": "trained.symptom.shape"},
+        "the sum over dim 0, the batch: 'Expected input batch_size (31) to match target batch_size (64)' in training",
+        pool_answer=(MEAN_LINE, "return (hidden * real).sum(dim=0) / real.sum(dim=0)  # (B, D)")),
+    "softmax-output": m(
+        6, {"test-model": "classifier.softmax-output"},
+        "a softmax at the end of forward, then F.cross_entropy on probabilities (a double softmax)",
+        model_answer=("return self.head(pool(hidden, key_padding_mask, self.pooling))  # (B, K)",
+                      "return self.head(pool(hidden, key_padding_mask, self.pooling)).softmax(dim=-1)  # (B, K)")),
+    "encoder-mask-inverted": m(
+        4, {"test-model": "classifier.symptom.raised", "test-trained": "trained.symptom.raised"},
+        "~key_padding_mask given to the encoder, as if it were Hugging Face's attention_mask (1 = real token)",
+        model_answer=(ENCODE_LINE, "hidden = self.encoder(x, src_key_padding_mask=~key_padding_mask)  # (B, S, D)")),
+    "encoder-output-unused": m(
+        6, {"test-model": "classifier.encoder-skipped"},
+        "a copy-paste slip: the embeddings x pooled instead of the encoder's output",
+        model_answer=("self.head(pool(hidden, key_padding_mask, self.pooling))",
+                      "self.head(pool(x, key_padding_mask, self.pooling))")),
+    "pooling-not-passed": m(
+        6, {"test-model": "classifier.pooling-ignored"},
+        "pool(hidden, key_padding_mask) with the default 'cls', whatever self.pooling says",
+        model_answer=("pool(hidden, key_padding_mask, self.pooling)", "pool(hidden, key_padding_mask)")),
 }
 
 # ---------------------------------------------------------------------------------------------------
@@ -715,4 +941,4 @@ ATTENTION_WITHOUT_RNN = {
 
 CORPUS = {"sdpa": SDPA, "bahdanau": BAHDANAU, "multihead": MULTIHEAD, "positional": POSITIONAL,
           "transformer": TRANSFORMER, "bert": BERT, "rnn_self_attention": RNN_SELF_ATTENTION,
-          "attention_without_rnn": ATTENTION_WITHOUT_RNN}
+          "attention_without_rnn": ATTENTION_WITHOUT_RNN, "gpt": GPT, "classifier": CLASSIFIER}

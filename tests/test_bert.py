@@ -1,8 +1,10 @@
 """coursekit.bert: the same numbers as Hugging Face's BERT on real weights, heads included; loading fails loudly;
 pretraining and fine-tuning learn; plots read on their own."""
 
+import dataclasses
 import json
 import os
+import random
 from pathlib import Path
 
 import matplotlib
@@ -23,10 +25,22 @@ from coursekit.bert import (  # noqa: E402
 from coursekit.bert.checkpoints import hf_to_coursekit_key  # noqa: E402
 from coursekit.bert.corpus import stdlib_documents  # noqa: E402
 from coursekit.bert.downstream import SentenceClassificationDataset  # noqa: E402
-from coursekit.bert.plots import plot_bert_attention, plot_mask_predictions  # noqa: E402
+from coursekit.bert.plots import plot_bert_attention, plot_mask_predictions, top_k_mask_predictions  # noqa: E402
 from coursekit.bert.pretraining_data import NextSentenceDataset, make_pretraining_loader  # noqa: E402
 from coursekit.bert.tokenizer import WordPieceTokenizer  # noqa: E402
-from coursekit.bert.training import evaluate_classifier, evaluate_pretraining, finetune, pretrain  # noqa: E402
+from coursekit.bert.training import (  # noqa: E402
+    PretrainingRecipe,
+    evaluate_classifier,
+    evaluate_pretraining,
+    fill_masks,
+    finetune,
+    held_out_batches,
+    load_pretrained,
+    mask_one_word,
+    pretrain,
+    save_pretrained,
+    wordnet_split,
+)
 from coursekit.train import load_checkpoint  # noqa: E402
 from coursekit.viz import plot_pretraining_curves  # noqa: E402
 
@@ -333,6 +347,36 @@ def test_pretraining_learns_checkpoints_and_plots(small_corpus, tmp_path):
         plot_bert_attention(model, tokenizer, "Parse a message.", layer=0, head=2)
 
 
+def test_pretrained_checkpoint_round_trips_model_tokenizer_and_history_and_fills_masks(small_corpus, tmp_path):
+    torch.manual_seed(0)
+    documents, tokenizer = small_corpus
+    dataset = NextSentenceDataset(documents, tokenizer, max_len=48, seed=0)
+    model = BertForPreTraining(BertConfig.tiny(vocab_size=tokenizer.vocab_size, max_len=48, d_model=64,
+                                               dim_feedforward=128, dropout=0.0))
+    valid = list(make_pretraining_loader(dataset, 64, shuffle=False, seed=1))[:2]
+    history = pretrain(model, make_pretraining_loader(dataset, 32), valid_batches=valid, max_steps=12, warmup_steps=2,
+                       eval_every=6, device="cpu", progress=False)
+    path = save_pretrained(tmp_path / "bert.pt", model, tokenizer, history, {"note": "tiny"})
+    restored, tokens, again, extra = load_pretrained(path)
+    assert not restored.training and extra == {"note": "tiny"} and tokens.tokens == tokenizer.tokens
+    assert restored.mlm.decoder.weight is restored.bert.embeddings.word_embeddings.weight  # still tied
+    assert again.evals == history.evals and again.steps == history.steps and again.tokens == history.tokens
+    torch.testing.assert_close(torch.tensor(again.mlm_loss), torch.tensor(history.mlm_loss))
+    reloaded = evaluate_pretraining(restored, valid, device="cpu")["mlm_loss"]
+    assert reloaded == pytest.approx(history.evals[-1]["mlm_loss"], rel=2e-3)  # fp16 weights
+    texts, answers = zip(*[mask_one_word(s, tokenizer, random.Random(i))
+                           for i, s in enumerate(documents[0].sentences[:6])])
+    assert all(t.count("[MASK]") == 1 for t in texts)
+    fills = fill_masks(restored, tokens, texts, answers, k=4, batch_size=4)  # two batches, padded
+    for fill in fills:  # the batched fills equal the one-sentence path of the plots, probabilities included
+        expected = top_k_mask_predictions(restored, tokens, fill.text, k=4)
+        assert [t for t, _ in fill.guesses] == [t for t, _ in expected]
+        torch.testing.assert_close(torch.tensor([p for _, p in fill.guesses]), torch.tensor([p for _, p in expected]))
+        assert fill.rank is None or fill.guesses[fill.rank - 1][0] == fill.answer
+    with pytest.raises(ValueError, match="exactly one"):
+        fill_masks(restored, tokens, ["no mask here"], ["x"])
+
+
 def test_finetuning_a_classifier_learns_the_task(small_corpus):
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -347,3 +391,74 @@ def test_finetuning_a_classifier_learns_the_task(small_corpus):
                        valid_loader=dataset.loader(64, shuffle=False))
     assert history.epochs[-1]["valid_loss"] < before["loss"] - 0.2
     assert history.epochs[-1]["accuracy"] > 0.6  # training accuracy; three classes
+
+
+# ---------------------------------------------------------------- the book's pretrained BERT (book/_data)
+
+# Margins over the baselines, from the committed run (python -m coursekit.bert.training --threads 1): held-out MLM
+# accuracy 37.0% against the commonest token's 4.9%, NSP 88.4% against the commoner label's 51.0%; the true word among
+# the five best guesses for 56% of 500 random held-out blanks. The bars are about half of those gaps, so a checkpoint
+# made again (another machine, another torch) passes, and one that learned little fails.
+MLM_MARGIN, NSP_MARGIN, TOP5_BAR = 0.15, 0.19, 0.45
+
+
+@pytest.fixture(scope="module")
+def wordnet_bert(root):
+    path = root / "book" / "_data" / "bert_wordnet.pt"
+    return path, load_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def wordnet_held_out():
+    return wordnet_split(PretrainingRecipe())[1]
+
+
+def test_the_books_bert_was_made_by_the_documented_command_and_beats_its_baselines(wordnet_bert, wordnet_held_out):
+    path, (model, tokenizer, history, extra) = wordnet_bert
+    assert path.stat().st_size < 5e6
+    recipe = PretrainingRecipe()
+    assert extra["recipe"] == dataclasses.asdict(recipe)  # the defaults of `python -m coursekit.bert.training`
+    assert len(history.mlm_loss) == recipe.max_steps and history.evals[-1]["step"] == recipe.max_steps
+    assert tokenizer.vocab_size == model.config.vocab_size <= recipe.vocab_size
+    # The held-out evaluation, run again from the recipe: the same families, pairs and masks as in the run, so the
+    # same numbers (up to the fp16 weights); and both tasks clear their baselines by the margins the run showed.
+    batches = held_out_batches(wordnet_held_out, tokenizer, recipe)
+    again = evaluate_pretraining(model, batches, device="cpu")
+    assert again["mlm_accuracy"] == pytest.approx(extra["held_out"]["mlm_accuracy"], abs=0.005)
+    assert again["nsp_accuracy"] == pytest.approx(extra["held_out"]["nsp_accuracy"], abs=0.01)
+    baselines = extra["baselines"]
+    assert again["mlm_accuracy"] > baselines["mlm_accuracy"] + MLM_MARGIN
+    assert again["nsp_accuracy"] > max(0.5, baselines["nsp_accuracy"]) + NSP_MARGIN
+
+
+# Held-out sentences (families the model never saw) with one word hidden, and that word.
+FILLS = [
+    ("vasodilation: dilation of [MASK] vessels (especially the arteries)", "blood"),
+    ("Guarani: the language [MASK] by the Guarani of Paraguay and Bolivia", "spoken"),
+    ("Tamias, genus Tamias: chipmunks of eastern [MASK] America", "north"),
+    ("Philippine peso, peso: the basic [MASK] of money in the Philippines; equal to 100 centavos", "unit"),
+    ("topological, topologic: of or [MASK] to topology", "relating"),
+    ("prosthodontist: a dentist [MASK] is expert in prosthodontics", "who"),
+    ("unethically: in an unethical [MASK]", "manner"),
+    ("camlet: a fabric of Asian origin; originally made of silk and camel's [MASK]", "hair"),
+    ("Mussolini, Benito Mussolini, Il Duce: [MASK] fascist dictator (1883-1945)", "italian"),
+    ("significance: the [MASK] of being significant", "quality"),
+]
+
+
+def test_the_books_bert_fills_blanks_in_held_out_sentences(wordnet_bert, wordnet_held_out):
+    _, (model, tokenizer, _, _) = wordnet_bert
+    held_out = {s for d in wordnet_held_out for s in d.sentences}
+    lowered = {s.lower() for s in held_out}  # the tokenizer lowercases: answers are lowercase tokens
+    for text, answer in FILLS:
+        assert text.replace("[MASK]", answer).lower() in lowered, f"not a held-out sentence: {text}"
+    fills = fill_masks(model, tokenizer, [t for t, _ in FILLS], [a for _, a in FILLS], k=5)
+    right = [f for f in fills if f.rank is not None]
+    assert len(right) >= len(FILLS) - 1, [(f.text, f.answer, [t for t, _ in f.guesses]) for f in fills]
+    # Beyond the chosen ones: one word hidden in each of 500 held-out sentences, drawn at random.
+    rng = random.Random(0)
+    sentences = sorted(held_out)
+    rng.shuffle(sentences)
+    blanks = [b for b in (mask_one_word(s, tokenizer, rng) for s in sentences[:600]) if b is not None][:500]
+    fills = fill_masks(model, tokenizer, [t for t, _ in blanks], [a for _, a in blanks], k=5)
+    assert sum(f.rank is not None for f in fills) / len(fills) > TOP5_BAR

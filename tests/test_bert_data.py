@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from coursekit.bert.corpus import Document, docstring_sentences, split_documents, stdlib_documents
+from coursekit.bert.corpus import (Document, docstring_sentences, split_documents, stdlib_documents, wordnet_documents,
+                                   wordnet_entry)
 from coursekit.bert.downstream import SentenceClassificationDataset, stdlib_area_task
 from coursekit.bert.pretraining_data import (
     IGNORE_INDEX,
@@ -71,6 +72,34 @@ def test_stdlib_documents_are_real_prose_from_the_packages_asked_for(documents):
     assert any(d.name == "email.message.Message" for d in documents)  # classes are documents of their own
 
 
+@pytest.fixture(scope="module")
+def dictionary():
+    return wordnet_documents()
+
+
+def test_wordnet_documents_are_families_of_entries_each_followed_by_its_examples(dictionary):
+    assert 28_000 < len(dictionary) < 30_000
+    sentences = [s for d in dictionary for s in d.sentences]
+    assert 160_000 < len(sentences) < 170_000 and len(set(sentences)) == len(sentences)
+    assert 1_600_000 < sum(len(s.split()) for s in sentences) < 1_900_000
+
+    def family(sentence):
+        return next(d for d in dictionary if sentence in d.sentences)
+
+    bits = family(wordnet_entry(["drilling bit", "drill bit"], "a bit used in drilling for oil"))
+    assert bits.name == "n.bit" and bits.package == "n"
+    assert any(s.startswith("spade bit: ") for s in bits.sentences)  # the kinds of bit, together
+    stable = family(wordnet_entry(["stable"], "resistant to change of position or condition"))
+    assert stable.name == "a.stable"
+    at = stable.sentences.index("stable: resistant to change of position or condition")
+    assert stable.sentences[at + 1] == "a stable ladder"  # its usage examples right after the entry
+    assert any(s.startswith("firm, steady, unfluctuating: ") for s in stable.sentences)  # a satellite
+    cognitive = family("cognitive: of or being or relating to or involving cognition")
+    assert "cognitively: with regard to cognition" in cognitive.sentences  # an adverb with its adjective
+    assert not any("_" in s or "(ip)" in s for s in sentences[::50])
+    assert wordnet_documents(min_sentences=2) == [d for d in dictionary if len(d.sentences) >= 2]
+
+
 def test_split_documents_is_a_disjoint_cover(documents):
     train, valid = split_documents(documents, 0.2, seed=3)
     assert sorted(d.name for d in train + valid) == sorted(d.name for d in documents)
@@ -109,6 +138,34 @@ def test_minilm_vocab_tokenizes_like_its_own_tokenizer_json_and_transformers(doc
     ids, types = ours.encode_pair(a, b)
     expected = hf(a, b)
     assert ids == expected["input_ids"] and types == expected["token_type_ids"]
+
+
+def test_special_tokens_written_in_text_are_single_tokens_as_in_transformers(tokenizer, tmp_path):
+    """A vocab.txt lists [MASK] as an ordinary line: loaded from one, "[MASK]" in a sentence must still be one token
+    (it was "[", "mask", "]" before), as in Hugging Face's tokenizer on the same file."""
+    transformers = pytest.importorskip("transformers")
+    text = "Return the [MASK] of the file [SEP] and [CLS] then [PAD]."
+    for path in (minilm_path() / "vocab.txt", tokenizer.save(tmp_path)):
+        ours = WordPieceTokenizer.from_vocab(path)
+        hf = transformers.BertTokenizer(str(path))  # positional path: see FINDINGS.md
+        assert ours.encode(text) == hf(text, add_special_tokens=False)["input_ids"]
+        assert ours.tokenize(text).count("[MASK]") == 1 and "mask" not in ours.tokenize(text)
+        assert ours.decode(ours.encode_pair("a [MASK] b")[0]) == "a b"  # specials skipped
+    assert WordPieceTokenizer.from_tokens(tokenizer.tokens).encode(text) == tokenizer.encode(text)
+
+
+def test_from_tokens_keeps_the_ids_of_the_list_and_refuses_repeats(tokenizer):
+    tokens = tokenizer.tokens
+    assert len(tokens) == tokenizer.vocab_size and tokens[:5] == list(SPECIAL_TOKENS)
+    shuffled = tokens[:5] + tokens[5:][::-1]  # another order of the same vocabulary: other ids
+    other = WordPieceTokenizer.from_tokens(shuffled)
+    text = "Parse an email message."
+    assert other.convert_ids_to_tokens(other.encode(text)) == tokenizer.convert_ids_to_tokens(tokenizer.encode(text))
+    assert other.encode(text) != tokenizer.encode(text)
+    with pytest.raises(ValueError, match="more than once.*email"):
+        WordPieceTokenizer.from_tokens(tokens + ["email"])
+    with pytest.raises(ValueError, match=r"\[MASK\]"):
+        WordPieceTokenizer.from_tokens([t for t in tokens if t != "[MASK]"])
 
 
 def test_build_pair_truncates_the_longer_side_first():

@@ -5,7 +5,8 @@ import socket
 import pytest
 
 from coursekit import corpora
-from coursekit.corpora import WORDNET_CLASSES, shakespeare, split_text, wordnet_definitions, wordnet_task
+from coursekit.corpora import (WORDNET_CLASSES, WORDNET_FILES, shakespeare, split_text, wordnet_definitions,
+                              wordnet_synsets, wordnet_task)
 
 
 @pytest.fixture
@@ -33,6 +34,22 @@ def test_wordnet_definitions_load_offline_with_thousands_per_class(no_network):
     dog = next(d for d in senses["dog"] if d.label == "animal")
     assert "domesticated" in dog.text and dog.examples == ("the dog barked all night",)
     assert {d.label for d in senses["oak"]} == {"plant"} and "location" in {d.label for d in senses["Paris"]}
+
+
+def test_wordnet_synsets_are_every_synset_of_wordnet_3_with_its_relations(no_network):
+    counts = {part: len(wordnet_synsets(part)) for part in WORDNET_FILES}
+    assert counts == {"noun": 82115, "verb": 13767, "adj": 18156, "adv": 3621}  # WordNet 3.0's own statistics
+    nouns = {s.offset: s for s in wordnet_synsets("noun")}
+    dog = next(s for s in nouns.values() if s.words[:2] == ("dog", "domestic dog"))
+    assert dog.pos == "n" and dog.lexname == "noun.animal" and dog.examples == ("the dog barked all night",)
+    hypernyms = [nouns[offset].words[0] for symbol, offset, pos in dog.pointers if symbol == "@"]
+    assert hypernyms == ["canine", "domestic animal"]
+    adjectives = wordnet_synsets("adj")
+    assert {s.pos for s in adjectives} == {"a", "s"}
+    galore = next(s for s in adjectives if "galore" in s.words)  # written galore(ip) in the file
+    assert galore.pos == "s" and any(symbol == "&" for symbol, _, _ in galore.pointers)
+    with pytest.raises(ValueError, match="noun"):
+        wordnet_synsets("nouns")
 
 
 def test_wordnet_task_is_a_stratified_reproducible_split():

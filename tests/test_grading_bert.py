@@ -3,11 +3,12 @@ locally and through the sandbox's proxies (as under `coursekit grade`)."""
 
 
 import pytest
+import torch
 
 import coursekit.bert.pretraining_data
 from coursekit import grading
 from coursekit.grading import CheckFailed, ShortcutUsed
-from tests.helpers import make_loss, make_masking, make_nsp, make_pack
+from tests.helpers import make_loss, make_masking, make_nsp, make_pack, make_step, sgd, tiny_bert
 from coursekit.autograder.execute import CheckedSandbox as Sandbox, Limits
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: two threads only fight (see conftest.py)
@@ -136,3 +137,77 @@ def test_pairs_as_lists_are_accepted(capsys):
 
     grading.check_nsp_pairs(as_lists, seed=5)
     assert "✓" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- Part 5: one pretraining step
+
+
+def step_code(step, seed=3, **kwargs):
+    with pytest.raises(CheckFailed) as caught:
+        grading.check_pretraining_step(step, tiny_bert, sgd, seed=seed, **kwargs)
+    return caught.value
+
+
+def test_the_step_reference_is_coursekits_own_training_step():
+    """The catalogue's reference, two SGD steps from the probe's weights, equals coursekit.bert.training's
+    pretraining_step (through coursekit.train.train_step) on the same model, batches and optimizer."""
+    from coursekit.bert.pretraining_data import PretrainingBatch
+    from coursekit.bert.training import pretraining_step
+    from coursekit.grading.bert import STEP, STEP_LR, _step_model, step_variant
+
+    probe = STEP.probes(4)[0]
+    first, second, state = step_variant(probe["state"], probe["batches"])
+    model = _step_model(probe["state"]).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=STEP_LR)
+    course = [pretraining_step(model, PretrainingBatch(**batch), optimizer, clip_grad_norm=1.0)["loss"]
+              for batch in probe["batches"]]
+    assert course == pytest.approx([first, second], rel=1e-5)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, state[name], atol=1e-6, rtol=1e-5)
+    assert not torch.equal(state["bert.embeddings.word_embeddings.weight"],
+                           probe["state"]["bert.embeddings.word_embeddings.weight"])
+
+
+def test_a_right_step_passes_under_any_seed(capsys):
+    for seed in range(5):
+        grading.check_pretraining_step(make_step(), tiny_bert, sgd, seed=seed)
+    assert capsys.readouterr().out.count("✓") == 5
+
+
+@pytest.mark.parametrize("mistake, code", [
+    (dict(zero_grad="never"), "step.no-zero-grad"),
+    (dict(zero_grad="before-step"), "step.no-update"),
+    (dict(clip="never"), "step.not-clipped"),
+    (dict(clip="after-step"), "step.not-clipped"),
+    (dict(item=False), "step.returns-tensor"),
+])
+def test_each_step_mistake_gets_its_own_code_under_any_seed(mistake, code):
+    for seed in range(3):
+        assert step_code(make_step(**mistake), seed=seed).code == code
+
+
+def test_a_failing_step_says_whether_the_loss_test_passes():
+    said = str(step_code(make_step(clip="never"), loss=make_loss()))
+    assert "Test 5, the loss, passes" in said
+    said = str(step_code(make_step(clip="never"), loss=make_loss("sum")))
+    assert "Test 5, the loss, fails" in said
+
+
+def test_a_step_through_the_course_training_code_earns_nothing():
+    from coursekit.train import train_step
+
+    def via_train_step(model, optimizer, batch):
+        def loss_fn(model, batch):
+            mlm_logits, nsp_logits = model(batch["input_ids"], batch["token_type_ids"], batch["key_padding_mask"])
+            return make_loss()(mlm_logits, batch["mlm_labels"], nsp_logits, batch["nsp_labels"])
+        return float(train_step(model, batch, optimizer, loss_fn=loss_fn, clip_grad_norm=1.0))
+
+    with pytest.raises(ShortcutUsed, match="train_step"):
+        grading.check_pretraining_step(via_train_step, tiny_bert, sgd, seed=0)
+
+
+def test_a_step_that_returns_no_number_is_reported_not_crashed():
+    def returns_nothing(model, optimizer, batch):
+        make_step()(model, optimizer, batch)
+
+    assert step_code(returns_nothing).code == "step.symptom.return-type"

@@ -26,8 +26,9 @@ class WordPieceTokenizer:
     """BERT's tokenizer: clean and lowercase, split on whitespace and punctuation, then greedy longest-match
     WordPiece, continuation pieces marked ``##`` (Devlin et al., 2019, section 3; Wu et al., 2016).
 
-    Build it with :meth:`train` (a new vocabulary from text) or :meth:`from_vocab` (an existing ``vocab.txt``,
-    e.g. all-MiniLM-L6-v2's); both go through :func:`_pipeline`, so they tokenize alike.
+    Build it with :meth:`train` (a new vocabulary from text), :meth:`from_vocab` (an existing ``vocab.txt``,
+    e.g. all-MiniLM-L6-v2's) or :meth:`from_tokens` (a list, as a checkpoint keeps it); all go through
+    :func:`_pipeline`, so they tokenize alike. The special tokens are recognised in text: ``"[MASK]"`` is one token.
 
     Args:
         tokenizer: a ``tokenizers.Tokenizer`` with a WordPiece model whose vocabulary holds the five
@@ -39,6 +40,9 @@ class WordPieceTokenizer:
         missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
         if missing:
             raise ValueError(f"the vocabulary lacks the special tokens {missing}; BERT needs {list(SPECIAL_TOKENS)}")
+        # A vocab.txt lists the specials as ordinary entries: registering them (ids unchanged) makes a "[MASK]"
+        # written in text one token rather than "[", "mask", "]", and lets decode skip them.
+        tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
             tokenizer.token_to_id(t) for t in SPECIAL_TOKENS)
 
@@ -57,20 +61,39 @@ class WordPieceTokenizer:
     @classmethod
     def from_vocab(cls, path: str | Path, lowercase: bool = True) -> WordPieceTokenizer:
         """Load a ``vocab.txt`` (one token per line, the line number is the id), or a directory holding one."""
-        from tokenizers import Tokenizer, models
-
         path = Path(path)
         path = path / "vocab.txt" if path.is_dir() else path
         if not path.is_file():
             raise FileNotFoundError(f"no vocabulary file at {path}")
-        return cls(_pipeline(Tokenizer(models.WordPiece.from_file(str(path), unk_token=UNK)), lowercase))
+        return cls.from_tokens(path.read_text(encoding="utf-8").splitlines(), lowercase)
+
+    @classmethod
+    def from_tokens(cls, tokens: Sequence[str], lowercase: bool = True) -> WordPieceTokenizer:
+        """The tokenizer of a vocabulary given as its tokens in id order (:attr:`tokens` of another one).
+
+        Training twice on the same text can order a vocabulary differently (``tokenizers`` breaks ties in
+        frequency its own way), so a model's checkpoint keeps its tokenizer's tokens and rebuilds it from them.
+        """
+        from tokenizers import Tokenizer, models
+
+        tokens = list(tokens)
+        if len(set(tokens)) != len(tokens):
+            repeated = sorted({t for t in tokens if tokens.count(t) > 1})[:5]
+            raise ValueError(f"a vocabulary lists each token once; these appear more than once: {repeated}")
+        vocab = {token: i for i, token in enumerate(tokens)}
+        return cls(_pipeline(Tokenizer(models.WordPiece(vocab, unk_token=UNK)), lowercase))
+
+    @property
+    def tokens(self) -> list[str]:
+        """The vocabulary in id order: ``tokens[i]`` is the token of id ``i``."""
+        vocab = self._tokenizer.get_vocab()
+        return sorted(vocab, key=vocab.get)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``vocab.txt`` into ``directory`` (what :meth:`from_vocab` and Hugging Face read). Returns its path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        vocab = self._tokenizer.get_vocab()
-        (directory / "vocab.txt").write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)), encoding="utf-8")
+        (directory / "vocab.txt").write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
         return directory / "vocab.txt"
 
     @property

@@ -11,19 +11,31 @@ tracked apart, a learning rate that decays with the time budget, and a second ph
   gives the numbers a model that always predicts the most frequent answer would get.
 - :func:`finetune` and :func:`evaluate_classifier`: a :class:`coursekit.bert.BertForSequenceClassification`
   on :class:`coursekit.bert.downstream.ClassificationBatch` es.
+- :func:`mask_one_word` and :func:`fill_masks`: hide one word of a sentence, and the model's top-k guesses for it.
+- The book's run, :func:`pretrain_on_wordnet` with a :class:`PretrainingRecipe`, pretrains BERT-Tiny on WordNet's
+  dictionary (:func:`coursekit.bert.corpus.wordnet_documents`); :func:`save_pretrained` / :func:`load_pretrained`
+  keep the model with its tokenizer, recipe, baselines and history in one small file. One command makes the
+  book's checkpoint (``python -m coursekit.bert.training --help``)::
+
+      python -m coursekit.bert.training --out book/_data/bert_wordnet.pt --threads 1
 
 Book: chapter "BERT".
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import functools
 import json
+import os
+import random
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +45,13 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from coursekit.bert.corpus import Document, split_documents, wordnet_documents
 from coursekit.bert.downstream import ClassificationBatch
-from coursekit.bert.model import BertForPreTraining, BertForSequenceClassification, PretrainingLoss
-from coursekit.bert.pretraining_data import NextSentenceDataset, PretrainingBatch
+from coursekit.bert.model import (BertConfig, BertForPreTraining, BertForSequenceClassification, PretrainingLoss,
+                                  count_parameters)
+from coursekit.bert.pretraining_data import NextSentenceDataset, PretrainingBatch, make_pretraining_loader
+from coursekit.bert.tokenizer import WordPieceTokenizer, pad_batch
+from coursekit.corpora import WORDNET_LICENCE
 from coursekit.device import DeviceLike, autocast, get_device
 from coursekit.train import History, evaluating, save_checkpoint, train, train_step
 
@@ -83,26 +99,29 @@ def warmup_linear(step: int, warmup_steps: int, progress: float) -> float:
 
 
 def pretraining_step(model: BertForPreTraining, batch: PretrainingBatch, optimizer: Optimizer,
-                     clip_grad_norm: float | None = 1.0, device: DeviceLike = "cpu") -> dict[str, float]:
+                     clip_grad_norm: float | None = 1.0,
+                     device: DeviceLike = "cpu") -> dict[str, float]:
     """One update on one batch (already on ``device``) with :func:`coursekit.train.train_step`.
 
     Returns the losses and accuracies of the batch, each task apart.
     """
-    outputs: list[PretrainingLoss] = []  # the step's forward pass, kept for the per-task numbers
+    outputs: list[PretrainingLoss] = []  # the forward pass, kept for the per-task numbers
 
     def loss_fn(model: BertForPreTraining, batch: PretrainingBatch) -> Tensor:
-        outputs.append(model.compute_loss(batch.input_ids, batch.token_type_ids, batch.key_padding_mask,
-                                          batch.mlm_labels, batch.nsp_labels))
+        outputs.append(model.compute_loss(batch.input_ids, batch.token_type_ids,
+                                          batch.key_padding_mask, batch.mlm_labels,
+                                          batch.nsp_labels))
         return outputs[-1].loss
 
-    train_step(model, batch, optimizer, loss_fn=loss_fn, clip_grad_norm=clip_grad_norm, device=device)
+    train_step(model, batch, optimizer, loss_fn=loss_fn, clip_grad_norm=clip_grad_norm,
+               device=device)
     out = outputs[-1]
     n_masked = max(1, out.mlm_targets.numel())
-    return {
-        "loss": out.loss.item(), "mlm_loss": out.mlm_loss.item(), "nsp_loss": out.nsp_loss.item(),
-        "mlm_accuracy": (out.mlm_logits.argmax(-1) == out.mlm_targets).sum().item() / n_masked,
-        "nsp_accuracy": (out.nsp_logits.argmax(-1) == batch.nsp_labels).float().mean().item(),
-    }
+    mlm_right = (out.mlm_logits.argmax(-1) == out.mlm_targets).sum().item()
+    nsp_right = (out.nsp_logits.argmax(-1) == batch.nsp_labels).float().mean().item()
+    return {"loss": out.loss.item(), "mlm_loss": out.mlm_loss.item(),
+            "nsp_loss": out.nsp_loss.item(), "mlm_accuracy": mlm_right / n_masked,
+            "nsp_accuracy": nsp_right}
 
 
 @torch.no_grad()
@@ -319,3 +338,216 @@ def finetune(
 def _warmup_linear_at(step: int, warmup_steps: int, total_steps: int) -> float:
     """:func:`warmup_linear` with the progress counted in steps."""
     return warmup_linear(step, warmup_steps, step / total_steps)
+
+
+# --------------------------------------------------------------------------------------------------
+# Filling in blanks: what the masked LM has learned, one word at a time
+# --------------------------------------------------------------------------------------------------
+
+
+class Fill(NamedTuple):
+    """One sentence with one word masked: ``text`` (with ``[MASK]``), the ``answer`` (the word's WordPiece) and
+    the model's ``guesses``, (token, probability) from most probable down."""
+
+    text: str
+    answer: str
+    guesses: list[tuple[str, float]]
+
+    @property
+    def rank(self) -> int | None:
+        """1 when the answer is the first guess, 2 when second ...; None when it is not among the guesses."""
+        tokens = [t for t, _ in self.guesses]
+        return tokens.index(self.answer) + 1 if self.answer in tokens else None
+
+
+def mask_one_word(sentence: str, tokenizer: WordPieceTokenizer, rng: random.Random,
+                  skip: Collection[str] = ()) -> tuple[str, str] | None:
+    """``sentence`` with one of its words replaced by ``[MASK]``, and that word's token: a word of letters that is a
+    single WordPiece (so one [MASK] stands for all of it), not in ``skip``, chosen with ``rng``. None if none fits."""
+    words = sentence.split(" ")
+    candidates = [i for i, w in enumerate(words) if w.isalpha() and w.lower() not in skip
+                  and len(tokenizer.tokenize(w)) == 1]
+    if not candidates:
+        return None
+    i = rng.choice(candidates)
+    return " ".join(words[:i] + ["[MASK]"] + words[i + 1:]), tokenizer.tokenize(words[i])[0]
+
+
+@torch.no_grad()
+def fill_masks(model: BertForPreTraining, tokenizer: WordPieceTokenizer, texts: Sequence[str],
+               answers: Sequence[str], k: int = 5, batch_size: int = 64) -> list[Fill]:
+    """The model's top-``k`` guesses for the one ``[MASK]`` of each text (each alone, as sentence A), in batches.
+
+    Shape: each batch is (B, S) ids; the scores read at the B [MASK] positions are (B, V).
+    """
+    if len(texts) != len(answers):
+        raise ValueError(f"{len(texts)} texts but {len(answers)} answers: give one answer per text")
+    device = next(model.parameters()).device
+    fills = []
+    with evaluating(model):
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            encoded = [tokenizer.encode_pair(t, max_len=model.config.max_len)[0] for t in chunk]
+            for text, ids in zip(chunk, encoded):
+                if ids.count(tokenizer.mask_id) != 1:
+                    raise ValueError(f"each text needs exactly one [MASK] (within max_len tokens): {text!r}")
+            input_ids = pad_batch(encoded, tokenizer.pad_id).to(device)  # (B, S)
+            padding = input_ids == tokenizer.pad_id  # (B, S)
+            sequence_output, _ = model.bert(input_ids, key_padding_mask=padding)  # (B, S, D)
+            scores = model.mlm(sequence_output[input_ids == tokenizer.mask_id]).float()  # (B, V)
+            top = scores.softmax(-1).topk(k)
+            for i, text in enumerate(chunk):
+                guesses = [(tokenizer.id_to_token(int(t)), float(p)) for p, t in zip(top.values[i], top.indices[i])]
+                fills.append(Fill(text, answers[start + i], guesses))
+    return fills
+
+
+# --------------------------------------------------------------------------------------------------
+# The course's run: python -m coursekit.bert.training
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PretrainingRecipe:
+    """Everything that decides the book's pretraining run (stored in its checkpoint).
+
+    The text is WordNet's dictionary (:func:`coursekit.bert.corpus.wordnet_documents`), whole families held out
+    (``valid_fraction``, ``split_seed``); a WordPiece vocabulary of ``vocab_size`` learned from the training part;
+    pairs of at most ``max_len`` tokens, the documents walked ``dupe_factor`` times; a BERT of ``num_layers`` x
+    ``d_model``; ``max_steps`` AdamW updates of ``batch_size`` pairs, linear warm-up then linear decay to 0;
+    held-out evaluation on ``eval_batches`` fixed batches of 128 pairs every ``eval_every`` steps.
+    """
+
+    valid_fraction: float = 0.05
+    split_seed: int = 0
+    vocab_size: int = 8000
+    max_len: int = 64
+    dupe_factor: int = 3
+    d_model: int = 128
+    nhead: int = 2
+    num_layers: int = 2
+    dim_feedforward: int = 512
+    init_std: float = 0.05
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_steps: int = 500
+    max_steps: int = 14_000
+    eval_every: int = 1000
+    eval_batches: int = 10
+    seed: int = 0
+
+    def model_config(self, vocab_size: int) -> BertConfig:
+        """The model: BERT's post-LN layers, no dropout (one pass over so little text underfits, never overfits)."""
+        return BertConfig(vocab_size=vocab_size, d_model=self.d_model, nhead=self.nhead, num_layers=self.num_layers,
+                          dim_feedforward=self.dim_feedforward, dropout=0.0, max_len=self.max_len,
+                          init_std=self.init_std)
+
+
+def wordnet_split(recipe: PretrainingRecipe = PretrainingRecipe()) -> tuple[list[Document], list[Document]]:
+    """The recipe's (training, held-out) WordNet families: held-out families are never seen in pretraining."""
+    return split_documents(wordnet_documents(), recipe.valid_fraction, recipe.split_seed)
+
+
+def held_out_batches(documents: Sequence[Document], tokenizer: WordPieceTokenizer,
+                     recipe: PretrainingRecipe = PretrainingRecipe()) -> list[PretrainingBatch]:
+    """The fixed held-out batches the run is evaluated on: the same pairs and the same masks every time."""
+    pairs = NextSentenceDataset(documents, tokenizer, max_len=recipe.max_len, seed=1)
+    return list(make_pretraining_loader(pairs, 128, shuffle=False, seed=123))[:recipe.eval_batches]
+
+
+class PretrainedBert(NamedTuple):
+    """What :func:`load_pretrained` returns: the model (eval mode), its tokenizer, its history and ``extra``, the
+    recipe and results stored with it."""
+
+    model: BertForPreTraining
+    tokenizer: WordPieceTokenizer
+    history: PretrainingHistory
+    extra: dict[str, Any]
+
+
+_SERIES = ("loss", "lr", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "tokens")
+
+
+def save_pretrained(path: str | Path, model: BertForPreTraining, tokenizer: WordPieceTokenizer,
+                    history: PretrainingHistory, extra: dict[str, Any] | None = None) -> Path:
+    """One file with the config, the weights in fp16 (the tied decoder once), the tokenizer's tokens in id order
+    (a vocabulary trained again could be ordered differently), the history (per-step series as float32 tensors,
+    a quarter of the size of Python floats) and ``extra``. Written next to ``path``, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if v.is_floating_point() else v).cpu()
+             for k, v in model.state_dict().items() if k != "mlm.decoder.weight"}
+    record = history.to_dict()
+    series = {name: torch.tensor(record.pop(name), dtype=torch.float32) for name in _SERIES}
+    torch.save({"config": dataclasses.asdict(model.config), "state_dict": state, "tokens": tokenizer.tokens,
+                "history": record, "series": series, "extra": extra or {}}, path.with_name(path.name + ".partial"))
+    os.replace(path.with_name(path.name + ".partial"), path)
+    return path
+
+
+def load_pretrained(path: str | Path, device: DeviceLike = "cpu") -> PretrainedBert:
+    """The model (fp32, eval mode, on ``device``), tokenizer, history and extras written by :func:`save_pretrained`."""
+    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    model = BertForPreTraining(BertConfig(**data["config"]))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in data["state_dict"].items()}
+    state["mlm.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]
+    model.load_state_dict(state, strict=True)
+    record = dict(data["history"])
+    record.update({name: values.tolist() for name, values in data["series"].items()})
+    record["tokens"] = [int(t) for t in record["tokens"]]
+    history = PretrainingHistory(**record)
+    return PretrainedBert(model.to(get_device(device)).eval(), WordPieceTokenizer.from_tokens(data["tokens"]),
+                          history, data["extra"])
+
+
+def pretrain_on_wordnet(recipe: PretrainingRecipe = PretrainingRecipe(), device: DeviceLike = "auto",
+                        progress: bool = True) -> PretrainedBert:
+    """The book's run: the WordNet split, a WordPiece vocabulary, next-sentence pairs, a BERT of the recipe's size,
+    :func:`pretrain` for ``recipe.max_steps``; the held-out results and baselines go into ``extra``."""
+    start = time.perf_counter()
+    train_docs, held_out_docs = wordnet_split(recipe)
+    tokenizer = WordPieceTokenizer.train((s for d in train_docs for s in d.sentences), vocab_size=recipe.vocab_size)
+    pairs = NextSentenceDataset(train_docs, tokenizer, max_len=recipe.max_len, dupe_factor=recipe.dupe_factor,
+                                seed=recipe.seed)
+    valid = held_out_batches(held_out_docs, tokenizer, recipe)
+    baselines = majority_baselines(pairs, valid)
+    torch.manual_seed(recipe.seed)
+    model = BertForPreTraining(recipe.model_config(tokenizer.vocab_size))
+    if progress:
+        print(f"{len(train_docs):,} training and {len(held_out_docs):,} held-out families; {len(pairs):,} pairs; "
+              f"{count_parameters(model):,} parameters; baselines {baselines}")
+    history = pretrain(model, make_pretraining_loader(pairs, recipe.batch_size, seed=recipe.seed), valid_batches=valid,
+                       max_steps=recipe.max_steps, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
+                       eval_every=recipe.eval_every, device=device, seed=recipe.seed, progress=progress)
+    model.cpu().eval()
+    extra = {"recipe": dataclasses.asdict(recipe), "baselines": baselines, "held_out": history.evals[-1],
+             "corpus": {"training_families": len(train_docs), "held_out_families": len(held_out_docs),
+                        "training_pairs": len(pairs), "source": WORDNET_LICENCE},
+             "parameters": count_parameters(model), "time_s": time.perf_counter() - start,
+             "torch": str(torch.__version__), "device": str(get_device(device)), "threads": torch.get_num_threads()}
+    return PretrainedBert(model, tokenizer, history, extra)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Pretrain the book's BERT on WordNet (masked LM + next sentence "
+                                                 "prediction) and write its checkpoint.")
+    parser.add_argument("--out", default="book/_data/bert_wordnet.pt", help="checkpoint to write")
+    for name, value in dataclasses.asdict(PretrainingRecipe()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch; 1 is fastest on a busy shared machine")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = PretrainingRecipe(**{k: getattr(args, k) for k in dataclasses.asdict(PretrainingRecipe())})
+    run = pretrain_on_wordnet(recipe, device=args.device)
+    path = save_pretrained(args.out, run.model, run.tokenizer, run.history, run.extra)
+    held_out, baselines = run.extra["held_out"], run.extra["baselines"]
+    print(f"held-out MLM accuracy {held_out['mlm_accuracy']:.3f} (baseline {baselines['mlm_accuracy']:.3f}), "
+          f"NSP accuracy {held_out['nsp_accuracy']:.3f} (baseline {baselines['nsp_accuracy']:.3f}); "
+          f"{run.extra['time_s'] / 60:.0f} minutes; wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

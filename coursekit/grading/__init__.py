@@ -30,6 +30,8 @@ Every check works on learner code run locally and on the sandbox proxies of ``co
 - :mod:`~coursekit.grading.positional`: *positional encodings* (``positional``)
 - :mod:`~coursekit.grading.transformer`: *the Transformer* (``transformer``)
 - :mod:`~coursekit.grading.bert`: *BERT pretraining* (``bert``)
+- :mod:`~coursekit.grading.classifier`: *a Transformer classifier from scratch* (``classifier``)
+- :mod:`~coursekit.grading.gpt`: *GPT* (``gpt``)
 """
 
 from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, ShortcutUsed, failure_code,
@@ -41,9 +43,13 @@ from coursekit.grading.attention import (SDPA_TASK, check_attention_matches_refe
 from coursekit.grading.bahdanau import (ADDITIVE_TASK, SOFTMAX_TASK, check_additive_attention,
                                         check_additive_scores, check_masked_softmax, check_single_step,
                                         check_trained_date_model)
-from coursekit.grading.bert import (LOSS_TASK, MASKING_TASK, NSP_TASK, PAIR_TASK, check_masking_choice,
+from coursekit.grading.bert import (LOSS_TASK, MASKING_TASK, NSP_TASK, PAIR_TASK, STEP_TASK, check_masking_choice,
                                     check_masking_proportions, check_nsp_pairs, check_pack_pair,
-                                    check_pretraining_loss)
+                                    check_pretraining_loss, check_pretraining_step)
+from coursekit.grading.classifier import (CLASSIFIER_TASK, EMBEDDING_TASK, POOLING_TASK, check_classifier,
+                                          check_embedding, check_pooling, check_trained_classifier)
+from coursekit.grading.gpt import (ATTENTION_TASK, CACHE_TASK, LOOP_TASK, SAMPLING_TASK, check_cached_attention,
+                                   check_causal_attention, check_generate, check_generate_sampling, check_next_token)
 from coursekit.grading.multihead import (HEADS_TASK, MHA_TASK, SELF_ATTENTION_TASK, check_merge_heads,
                                          check_multihead_cross_attention, check_multihead_masks,
                                          check_multihead_self_attention, check_self_attention, check_split_heads)
@@ -73,7 +79,11 @@ __all__ = [
     "MASK_TASK", "ENCODER_TASK", "DECODER_TASK", "MODEL_TASK", "check_causal_mask_function", "check_encoder_block",
     "check_decoder_block", "check_transformer_model", "check_trained_translator",
     "MASKING_TASK", "PAIR_TASK", "NSP_TASK", "LOSS_TASK", "check_masking_choice", "check_masking_proportions",
-    "check_pack_pair", "check_nsp_pairs", "check_pretraining_loss",
+    "check_pack_pair", "check_nsp_pairs", "check_pretraining_loss", "STEP_TASK", "check_pretraining_step",
+    "EMBEDDING_TASK", "POOLING_TASK", "CLASSIFIER_TASK", "check_embedding", "check_pooling", "check_classifier",
+    "check_trained_classifier",
+    "ATTENTION_TASK", "CACHE_TASK", "SAMPLING_TASK", "LOOP_TASK", "check_causal_attention", "check_cached_attention",
+    "check_next_token", "check_generate", "check_generate_sampling",
     "BLOCK_TASK", "MEAN_TASK", "GENERAL_TASK", "STAGE2_TASK", "check_self_attention_block", "check_masked_mean",
     "check_general_attention", "check_self_attentive_rnn",
     "LEARNED_TASK", "SINES_TASK", "EMBED_TASK", "STAGE3_TASK", "check_learned_positions",

@@ -14,6 +14,7 @@ and the loss are deterministic, so they have mutant catalogues like the other no
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -21,9 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, expect_tensor, generator, invoke,
-                                    register_task, seed_or_fresh, where)
-from coursekit.grading.diagnosis import Mutant, Symptom, catalogue
+from coursekit.grading.core import (CheckFailed, Reference, ShortcutPolicy, build_module, expect_tensor, generator,
+                                    invoke, register_task, seed_or_fresh, where)
+from coursekit.grading.diagnosis import Mutant, Symptom, catalogue, quietly_passes
 
 _POLICY = ShortcutPolicy(
     (Reference("coursekit.bert", "coursekit.bert"),
@@ -485,3 +486,165 @@ def check_pretraining_loss(fn: Callable, seed: int | None = None) -> None:
         f"Your loss is {'NaN' if bool(g.isnan()) else f'{float(g):.4f}'}; mean MLM cross-entropy over the chosen "
         f"positions plus mean NSP cross-entropy is {float(w):.4f}."))
     print("✓ the pretraining loss: masked-LM cross-entropy over the chosen positions plus NSP cross-entropy")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Part 5: one pretraining step (the combined MLM + NSP update)
+# ---------------------------------------------------------------------------------------------------
+
+# The step runs the course's BERT (coursekit.bert.model) built in the learner's process by the notebook's tiny_bert:
+# only the course's own training code, and the model's own loss, are off limits.
+STEP_TASK = register_task("the pretraining step", ShortcutPolicy(
+    (Reference("coursekit.train.train_step", "coursekit.train"),
+     Reference("coursekit.bert.training", "coursekit.bert.training"),
+     Reference("coursekit.bert's compute_loss", "coursekit.bert.model", ("BertForPreTraining.compute_loss",))),
+    {}, instead="your pretraining_loss, loss.backward(), clip_grad_norm_ and the optimizer you are given"),
+    code="step")
+
+STEP_V, STEP_LR, STEP_CLIP = 23, 0.1, 1.0
+
+
+def _step_model(state: dict[str, torch.Tensor] | None = None) -> Any:
+    """The notebook's tiny_bert (2 layers of width 32, no dropout), with ``state`` if given."""
+    from coursekit.bert import BertConfig, BertForPreTraining
+
+    model = BertForPreTraining(BertConfig.tiny(vocab_size=STEP_V, d_model=32, dim_feedforward=64, dropout=0.0))
+    if state is not None:
+        model.load_state_dict(state)
+    return model
+
+
+def step_variant(state: dict[str, torch.Tensor], batches: list[dict[str, torch.Tensor]], *, kind: str = "right",
+                 **_: Any) -> tuple[float, float, dict[str, torch.Tensor]]:
+    """Two pretraining steps from ``state`` with SGD, with (at most) one planted mistake; the default gives the
+    reference. Returns the two losses and the parameters after them."""
+    model = _step_model(state).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=STEP_LR)
+    losses = []
+    with torch.enable_grad():  # catalogues run their mutants under no_grad
+        for batch in batches:
+            losses.append(_one_step(model, optimizer, batch, kind))
+    state_after = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return losses[0], losses[1], state_after
+
+
+def _one_step(model: Any, optimizer: Any, batch: dict[str, torch.Tensor], kind: str) -> float:
+    """One SGD step of ``step_variant``: zero_grad, loss, backward, clip, step (or one of the mistakes)."""
+    if kind != "no-zero-grad":
+        optimizer.zero_grad()
+    mlm_logits, nsp_logits = model(batch["input_ids"], batch["token_type_ids"], batch["key_padding_mask"])
+    loss = loss_variant(mlm_logits, batch["mlm_labels"], nsp_logits, batch["nsp_labels"], batch["mlm_labels"])
+    loss.backward()
+    if kind == "no-update":
+        optimizer.zero_grad()
+    if kind != "no-clip":
+        torch.nn.utils.clip_grad_norm_(model.parameters(), STEP_CLIP)
+    optimizer.step()
+    return loss.item()
+
+
+def _step_mutant(code: str, says: str, kind: str) -> Mutant:
+    return Mutant(code, says, lambda state, batches, **_: step_variant(state, batches, kind=kind))
+
+
+_STEP_MUTANTS = (
+    _step_mutant("step.no-zero-grad", "Your second update also carries the first batch's gradients: PyTorch adds "
+                 "every backward() to .grad, so call optimizer.zero_grad() at the start of each step.",
+                 "no-zero-grad"),
+    _step_mutant("step.no-update", "Your parameters never change: the order is zero_grad(), the loss, backward(), "
+                 "then optimizer.step(); a zero_grad() between backward() and step(), or a step() before backward(), "
+                 "updates nothing.", "no-update"),
+    _step_mutant("step.not-clipped", "Your update is the gradient step without clipping: BERT clips the gradients' "
+                 "global norm to 1, torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0), between backward() and "
+                 "optimizer.step() (after the step it changes nothing).", "no-clip"),
+)
+
+
+def _step_batch(g: torch.Generator, B: int, S: int) -> dict[str, torch.Tensor]:
+    """[CLS] A [SEP] B [SEP] pairs of random ordinary tokens, padded, about a third of them masked for the MLM."""
+    lengths = torch.randint(S // 2, S + 1, (B,), generator=g)
+    lengths[0] = S
+    positions = torch.arange(S)[None, :]
+    padding = positions >= lengths[:, None]  # (B, S)
+    ids = torch.randint(len(SPECIAL_IDS), STEP_V, (B, S), generator=g)
+    cut = lengths // 2
+    ids = ids.masked_fill(positions == 0, CLS).masked_fill(positions == cut[:, None], SEP)
+    ids = ids.masked_fill(positions == (lengths - 1)[:, None], SEP).masked_fill(padding, PAD)
+    types = (positions > cut[:, None]).long().masked_fill(padding, 0)
+    chosen = (torch.rand(B, S, generator=g) < 0.35) & ~torch.isin(ids, torch.tensor(SPECIAL_IDS))
+    chosen[:, 1] = True  # every pair has a masked token
+    labels = ids.masked_fill(~chosen, IGNORE)
+    return {"input_ids": ids.masked_fill(chosen, MASK), "token_type_ids": types, "key_padding_mask": padding,
+            "mlm_labels": labels, "nsp_labels": torch.randint(0, 2, (B,), generator=g)}
+
+
+def _step_probes(seed: int) -> list[dict[str, Any]]:
+    """Weights of the notebook's tiny BERT scaled up so that the gradients' norm is well above the clipping norm
+    (redrawn until it is at least 2), then batches of (B, S) = (5, 11) and (6, 8)."""
+    g = generator(seed)
+    while True:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31, (), generator=g)))
+            model = _step_model()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(3.0)
+        batches = [_step_batch(g, 5, 11), _step_batch(g, 6, 8)]
+        mlm_logits, nsp_logits = model(batches[0]["input_ids"], batches[0]["token_type_ids"],
+                                       batches[0]["key_padding_mask"])
+        loss_variant(mlm_logits, batches[0]["mlm_labels"], nsp_logits, batches[0]["nsp_labels"],
+                     batches[0]["mlm_labels"]).backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        if float(norm) >= 2.0:
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return [dict(state=state, batches=batches)]
+
+
+STEP = catalogue("bert.step", "step", lambda state, batches, **_: step_variant(state, batches), _STEP_MUTANTS,
+                 _step_probes)
+
+
+def check_pretraining_step(fn: Callable, make_model: Callable, make_optimizer: Callable, seed: int | None = None,
+                           *, loss: Callable | None = None) -> None:
+    """``pretraining_step(model, optimizer, batch)`` twice, on a model built by the notebook's ``tiny_bert`` with the
+    check's weights and an SGD optimizer from its ``sgd``: the same losses, returned as floats, and the same parameters
+    after both steps as zero_grad -> MLM + NSP loss -> backward -> clip to norm 1 -> step. ``loss``, the learner's
+    Part 4, only lets a failure say whether Test 5 passes."""
+    seed = seed_or_fresh(seed)
+    probes = STEP.probes(seed)
+    probe = probes[0]
+    model = build_module(make_model, STEP_TASK, probe["state"], STEP_V, name="tiny_bert model")
+    optimizer = invoke(make_optimizer, STEP_TASK, (model, STEP_LR), name="Building the optimizer with sgd",
+                       params=("model", "lr"))
+    losses = []
+    for i, batch in enumerate(probe["batches"]):
+        got = invoke(fn, STEP_TASK, (model, optimizer, batch), name="Your pretraining_step",
+                     params=("model", "optimizer", "batch"), expect="the loss, a Python float", seed=seed)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            raise _fail("step.returns-tensor", "Your pretraining_step returns the loss as a tensor: return "
+                                               "loss.item(), a Python float, so that the training loop does not keep "
+                                               "every step's graph alive.", seed)
+        if not isinstance(got, (int, float)) or isinstance(got, bool):
+            raise _fail("step.symptom.return-type", f"pretraining_step must return the loss as a Python float; yours "
+                                                    f"returned {type(got).__name__}.", seed)
+        losses.append(float(got))
+    state = invoke(lambda: model.state_dict(), STEP_TASK, name="Reading your model's parameters")
+    outputs = [(losses[0], losses[1], dict(state))]
+
+    def symptom(got, want, probe):
+        if not math.isclose(got[0], want[0], rel_tol=1e-4, abs_tol=1e-4):
+            return Symptom("values", f"On the first batch your step returns the loss {got[0]:.4f}; the MLM + NSP "
+                                     f"loss of these weights is {want[0]:.4f}.")
+        changed = [k for k in want[2] if not torch.allclose(got[2][k].float(), want[2][k], atol=1e-4, rtol=1e-4)]
+        return Symptom("values", f"Your first loss is right, but after two steps {len(changed)} of the "
+                                 f"{len(want[2])} parameter tensors differ from zero_grad -> loss -> backward -> "
+                                 f"clip_grad_norm_(..., 1.0) -> step (for example {', '.join(changed[:3])}).")
+
+    def loss_test() -> str:
+        if loss is None:
+            return ""
+        passes = quietly_passes(check_pretraining_loss, loss, seed)
+        return f"(Test 5, the loss, {'passes' if passes else 'fails'} with this seed.)"
+
+    STEP.judge(outputs, probes, seed=seed, describe=symptom, then=loss_test if loss is not None else None)
+    print("✓ one pretraining step: zero_grad, MLM + NSP loss, backward, clip to norm 1, step")
