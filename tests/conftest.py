@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,59 @@ from coursekit.autograder.nbgrader_io import run_nbgrader
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and list(p.glob("*.ipynb")))
+
+
+# --- The book build, started as soon as the session knows it will need it ------------------------------------------
+#
+# Building the book (executing every chapter) takes minutes on one core, and the rest of the suite rarely keeps both
+# cores busy; so when the book's tests are collected, the build starts in the background at once and those tests run
+# last. tests/test_book.py waits for it.
+
+BOOK_TESTS = ("test_book.py", "test_book_browser.py")
+_book_build: dict[str, object] = {}
+
+
+def book_build_command() -> list[str]:
+    """The README's build (`make book`): warnings are errors (-W), references are checked (-n)."""
+    return [str(Path(sys.executable).parent / "jupyter-book"), "build", "-W", "-n", "--keep-going", str(ROOT)]
+
+
+def start_book_build() -> None:
+    if "process" in _book_build:
+        return
+    from coursekit.autograder.nbgrader_io import nbgrader_env
+
+    log = tempfile.TemporaryFile(mode="w+")
+    _book_build.update(log=log, process=subprocess.Popen(book_build_command(), cwd=ROOT, env=nbgrader_env(),
+                                                         stdout=log, stderr=subprocess.STDOUT, text=True))
+
+
+def finish_book_build(timeout: float = 1800) -> subprocess.CompletedProcess:
+    """Wait for the build (starting it if nothing did yet); its exit status and its output."""
+    start_book_build()
+    process = _book_build["process"]
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log = _book_build["log"]
+    log.seek(0)
+    return subprocess.CompletedProcess(process.args, process.returncode, log.read(), "")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    book = [item for item in items if item.path.name in BOOK_TESTS]
+    if book and not config.option.collectonly:
+        items[:] = [item for item in items if item.path.name not in BOOK_TESTS] + book
+        start_book_build()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    process = _book_build.get("process")
+    if process is not None and process.poll() is None:  # interrupted, or the book's tests were deselected later
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ import html
 import inspect
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,7 @@ import coursekit.seq2seq
 import coursekit.train
 import coursekit.transformer
 import coursekit.transformer_layers
-from coursekit.autograder.nbgrader_io import nbgrader_env
-from tests.conftest import ROOT
+from tests.conftest import ROOT, finish_book_build
 
 pytestmark = pytest.mark.slow
 HTML = ROOT / "_build" / "html"
@@ -31,10 +29,9 @@ HTML = ROOT / "_build" / "html"
 
 @functools.cache
 def build_book() -> subprocess.CompletedProcess:
-    """Build once per test session (the browser tests share it); unchanged chapters come from the cache."""
-    jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    return subprocess.run([str(jupyter_book), "build", "-W", "-n", "--keep-going", str(ROOT)],
-                          cwd=ROOT, env=nbgrader_env(), capture_output=True, text=True, timeout=1800)
+    """Build once per test session (the browser tests share it); unchanged chapters come from the cache. The build
+    started in the background when the session was collected (tests/conftest.py); this waits for it."""
+    return finish_book_build()
 
 
 @pytest.fixture(scope="module")

@@ -52,16 +52,27 @@ RIGHT_ANSWERS = [
     (grading.check_sinusoidal_positions, h.make_sinusoidal, SEEDS),
     (grading.check_scaled_embedding, h.make_embed, SEEDS),
     (grading.check_attention_without_rnn, h.make_stage3, 20),
+    (grading.check_pretraining_step, h.make_step, 20, (h.tiny_bert, h.sgd)),
+    (grading.check_causal_attention, h.make_causal_attention, 60),
+    (grading.check_cached_attention, h.make_causal_attention, 60),
+    (grading.check_next_token, h.make_next_token, 60),
+    (grading.check_generate, h.make_generate, 20, (h.tiny_gpt,)),
+    (grading.check_generate_sampling, h.make_generate, 20, (h.tiny_gpt,)),
+    (grading.check_embedding, h.make_embedding, 60),
+    (grading.check_pooling, h.make_pool, SEEDS),
+    (grading.check_classifier, h.make_classifier, 20),
 ]
 
 
-@pytest.mark.parametrize("check, make, seeds", RIGHT_ANSWERS, ids=[c.__name__ for c, _, _ in RIGHT_ANSWERS])
-def test_a_right_answer_passes_under_every_seed(check, make, seeds, capsys):
+@pytest.mark.parametrize("check, make, seeds, more", [(*entry, ())[:4] for entry in RIGHT_ANSWERS],
+                         ids=[entry[0].__name__ for entry in RIGHT_ANSWERS])
+def test_a_right_answer_passes_under_every_seed(check, make, seeds, more, capsys):
+    """``more``: what the check takes after the answer (the notebook's model factory, its optimizer)."""
     answer = make()
     failed = {}
     for seed in range(seeds):
         try:
-            check(answer, seed=seed)
+            check(answer, *more, seed=seed)
         except grading.CheckFailed as error:
             failed[seed] = str(error)
     assert not failed, f"{len(failed)} of {seeds} seeds fail a right answer; first: {next(iter(failed.items()))}"
@@ -70,6 +81,6 @@ def test_a_right_answer_passes_under_every_seed(check, make, seeds, capsys):
 
 def test_every_check_is_swept():
     """A new check joins RIGHT_ANSWERS; the trained-model checks draw only which held-out examples to score."""
-    swept = {check.__name__ for check, _, _ in RIGHT_ANSWERS}
-    trained = {"check_trained_date_model", "check_trained_translator"}
+    swept = {entry[0].__name__ for entry in RIGHT_ANSWERS}
+    trained = {"check_trained_date_model", "check_trained_translator", "check_trained_classifier"}
     assert {name for name in dir(grading) if name.startswith("check_")} - trained == swept

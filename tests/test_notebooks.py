@@ -17,6 +17,7 @@ import torch
 import coursekit.grading.core
 from coursekit.grading import failure_code
 from coursekit.autograder.batch import GradeSettings, grade_assignment
+from coursekit.autograder.feedback import generate_feedback
 from coursekit.autograder.nbgrader_io import autograde, read_results
 from coursekit.autograder.selfcheck import run_checks
 from tests.conftest import ASSIGNMENTS, ROOT
@@ -150,6 +151,7 @@ def graded_by_coursekit(tmp_path_factory, one_thread_children):
             for student, answers in students(assignment).items():
                 submit(course, student, assignment, answers)
             rows = {r.student: r for r in grade_assignment(course, assignment, GRADE_SETTINGS)}
+            generate_feedback(course, assignment, pending_ok=True)  # as `coursekit feedback --pending-ok`
             cache[assignment] = (course, rows, {r.student: r for r in read_results(course, assignment)})
         return cache[assignment]
 

@@ -140,6 +140,9 @@ def _install_everything(prefix: Path, python: Path) -> None:
     # The course's own set-up, from the same pinned requirements a laptop gets...
     # (not the flags of a `make test` that runs us: its variables would override ours)
     clean = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VENV", "PYTHON")}
+    # The dependencies changed (that is why we are here), whatever the files' times say: make's own stamp, newer
+    # than a requirements.txt that a checkout of another branch or an old backup wrote, must not skip the install.
+    (env_dir / ".installed").unlink(missing_ok=True)
     _run(["make", "-C", str(REPO), "--no-print-directory", "setup", f"VENV={env_dir}", f"PYTHON={python}"], env=clean)
     _run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(HUB_DIR / "requirements.txt")])
     # A course hub runs offline and speaks for the course: JupyterLab's news and update checks stay off.
